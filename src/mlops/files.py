@@ -1,0 +1,89 @@
+"""files: atomic writes and content hashes.
+
+Every stage writes through these helpers so an interrupted or failed stage never leaves a half-written
+output behind: data goes to a temporary file in the target directory, then is renamed over the target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+
+@contextlib.contextmanager
+def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path next to `target`; rename it over `target` only if the block succeeds.
+
+    Args:
+        target: the final file path. Its parent directory is created if needed.
+
+    Yields:
+        A path in the same directory (same filesystem, so the rename is atomic).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, target)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def write_bytes(target: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `target` atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def finite(obj: Any) -> Any:
+    """Return `obj` with every non-finite float replaced by None, so the JSON is strict."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): finite(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [finite(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item):  # numpy scalar
+        return finite(obj.item())
+    return obj
+
+
+def dumps_json(obj: Any) -> str:
+    """Serialise to strict JSON (no NaN/Infinity), sorted keys, stable across runs."""
+    return json.dumps(finite(obj), indent=2, sort_keys=True, allow_nan=False) + "\n"
+
+
+def write_json(target: str | os.PathLike[str], obj: Any) -> None:
+    """Write `obj` as strict JSON to `target` atomically."""
+    write_bytes(target, dumps_json(obj).encode())
+
+
+def write_parquet(target: str | os.PathLike[str], frame: Any) -> None:
+    """Write a pandas DataFrame to Parquet atomically (no index, deterministic bytes)."""
+    with atomic_path(target) as tmp:
+        frame.to_parquet(tmp, index=False, engine="pyarrow")
+
+
+def file_digest(path: str | os.PathLike[str], algorithm: str = "sha256") -> str:
+    """Return the hex digest of a file's content (`sha256` or `md5`, the one DVC uses)."""
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def json_digest(obj: Any) -> str:
+    """Return the sha256 of the canonical JSON form of `obj` (used for params hashes)."""
+    canonical = json.dumps(finite(obj), sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()

@@ -1,0 +1,36 @@
+"""tracking: where MLflow runs go. Embedded default: a SQLite store in the workspace, no server.
+
+`MLFLOW_TRACKING_URI` overrides it (a server such as http://127.0.0.1:5000, or another database).
+Nothing happens at import; `configure()` is called by the stages that track.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+DEFAULT_ARTIFACTS = "mlartifacts"
+
+
+def tracking_uri() -> str:
+    """The MLflow tracking URI in effect: MLFLOW_TRACKING_URI or the embedded SQLite store."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+def configure(experiment: str) -> str:
+    """Point MLflow at the tracking store and select (or create) `experiment`; return its id."""
+    import mlflow
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is not None:
+        exp_id = found.experiment_id
+    else:
+        location = None
+        if uri.startswith("sqlite:"):  # embedded store: keep artifacts in the workspace too
+            location = Path(DEFAULT_ARTIFACTS).resolve().as_uri()
+        exp_id = mlflow.create_experiment(experiment, artifact_location=location)
+    mlflow.set_experiment(experiment_id=exp_id)
+    return exp_id

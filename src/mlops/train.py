@@ -1,0 +1,202 @@
+"""train: encoded splits -> PyTorch MLP -> models/model.safetensors + models/model.json, tracked in MLflow.
+
+`fit()` is the pure core (tensors in, network and per-epoch history out; deterministic on CPU for a
+given seed). `run()` does the I/O: reads data/processed, writes the model atomically, then logs params,
+per-epoch metrics and the model files to MLflow (and TensorBoard when `train.tensorboard` is true).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from mlops import model as model_lib
+from mlops.config import TrainParams
+from mlops.errors import DataError
+from mlops.featurize import LABEL
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Split:
+    """Features and labels of one split as tensors."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+
+def load_split(path: Path, feature_names: list[str]) -> Split:
+    """Read one encoded split, checking it has exactly the expected feature columns."""
+    try:
+        frame = pd.read_parquet(path)
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: file not found; run `mlops featurize` first") from e
+    missing = [c for c in [LABEL, *feature_names] if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing column '{missing[0]}' (featurize output out of date?)")
+    x = torch.from_numpy(frame[feature_names].to_numpy(dtype=np.float32))
+    y = torch.from_numpy(frame[LABEL].to_numpy(dtype=np.float32))
+    return Split(x, y)
+
+
+def set_determinism(seed: int, threads: int) -> None:
+    """Seed torch and force deterministic kernels (byte-identical weights across runs on CPU)."""
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(threads)
+
+
+def fit(train: Split, valid: Split, params: TrainParams) -> tuple[model_lib.MLP, list[dict[str, float]]]:
+    """Train the MLP with Adam and early stopping on the validation loss.
+
+    Args:
+        train: training split.
+        valid: validation split (early stopping, per-epoch metrics).
+        params: the `train` section.
+
+    Returns:
+        The network with the weights of its best epoch, and one history row per epoch run.
+    """
+    set_determinism(params.seed, params.threads)
+    net = model_lib.MLP(train.x.shape[1], list(params.hidden), params.activation, params.dropout)
+    opt = torch.optim.Adam(net.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    loss_fn = nn.BCEWithLogitsLoss()
+    order = torch.Generator().manual_seed(params.seed)
+    n, bs = len(train.y), params.batch_size
+    best_loss, best_state, stale = math.inf, None, 0
+    history: list[dict[str, float]] = []
+    for epoch in range(1, params.epochs + 1):
+        net.train()
+        perm = torch.randperm(n, generator=order)
+        total = torch.zeros(())
+        for start in range(0, n, bs):
+            idx = perm[start:start + bs]
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(net(train.x[idx]), train.y[idx])
+            loss.backward()
+            opt.step()
+            total += loss.detach() * len(idx)
+        net.eval()
+        with torch.inference_mode():
+            valid_loss = float(loss_fn(net(valid.x), valid.y))
+        history.append({"epoch": epoch, "train_loss": float(total) / n, "valid_loss": valid_loss})
+        if valid_loss < best_loss - params.early_stopping.min_delta:
+            best_loss, stale = valid_loss, 0
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= params.early_stopping.patience:
+                break
+    assert best_state is not None
+    net.load_state_dict(best_state)
+    net.eval()
+    return net, history
+
+
+def _flatten(prefix: str, data: Any) -> dict[str, Any]:
+    if isinstance(data, dict):
+        out: dict[str, Any] = {}
+        for k, v in data.items():
+            out.update(_flatten(f"{prefix}.{k}" if prefix else str(k), v))
+        return out
+    return {prefix: json.dumps(data) if isinstance(data, list) else data}
+
+
+def track(params: TrainParams, logged_params: dict[str, Any], meta: dict[str, Any],
+          history: list[dict[str, float]], model_dir: Path) -> str:
+    """Log one MLflow run: params, tags, per-epoch metrics, model files. Returns the run id."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    from mlops import tracking
+
+    tracking.configure(params.experiment)
+    with mlflow.start_run(run_name=f"train-{meta['weights']['sha256'][:8]}") as active:
+        mlflow.log_params(_flatten("", logged_params))
+        mlflow.set_tags({
+            "params_hash": meta["params_hash"], "data_md5": meta["data_md5"],
+            "weights_sha256": meta["weights"]["sha256"], "model_name": meta["name"],
+        })
+        # one batched call instead of one round trip per epoch keeps tracking out of the training loop
+        ts = int(active.info.start_time)
+        metrics = [Metric(key, float(row[key]), ts, int(row["epoch"]))
+                   for row in history for key in ("train_loss", "valid_loss")]
+        client = mlflow.tracking.MlflowClient()
+        for i in range(0, len(metrics), 500):
+            client.log_batch(active.info.run_id, metrics=metrics[i:i + 500], synchronous=True)
+        mlflow.log_metrics({"best_valid_loss": meta["training"]["best_valid_loss"],
+                            "best_epoch": meta["training"]["best_epoch"]})
+        mlflow.log_artifacts(str(model_dir), artifact_path="model")
+        return active.info.run_id
+
+
+def write_tensorboard(history: list[dict[str, float]], log_dir: Path) -> None:
+    """Write per-epoch losses as TensorBoard scalars (needs the `tensorboard` extra)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as e:
+        raise DataError("train.tensorboard: true needs the tensorboard package (pip install .[tensorboard])") from e
+    with SummaryWriter(log_dir=str(log_dir)) as writer:
+        for row in history:
+            writer.add_scalars("loss", {"train": row["train_loss"], "valid": row["valid_loss"]}, row["epoch"])
+
+
+def run(params: TrainParams, data_dir: Path, model_dir: Path, params_hash: str,
+        logged_params: dict[str, Any], tensorboard_dir: Path = Path("logs/tensorboard")) -> dict[str, Any]:
+    """Train on data/processed and write the model artifact; track the run in MLflow.
+
+    Args:
+        params: the `train` section.
+        data_dir: data/processed (train/valid parquet and preprocess.json).
+        model_dir: models/.
+        params_hash: hash of every params section the model depends on.
+        logged_params: the params logged to MLflow (sections featurize and train).
+        tensorboard_dir: where TensorBoard logs go when enabled.
+
+    Returns:
+        The model.json content.
+    """
+    log.info("train: %s -> %s", data_dir, model_dir)
+    state_path = data_dir / "preprocess.json"
+    try:
+        state = json.loads(state_path.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{state_path}: cannot read preprocessing state; run `mlops featurize` first") from e
+    names = state["feature_names"]
+    train, valid = (load_split(data_dir / f"{s}.parquet", names) for s in ("train", "valid"))
+    net, history = fit(train, valid, params)
+    best = min(history, key=lambda r: r["valid_loss"])
+    meta = model_lib.save(model_dir, net, {
+        "name": params.model_name,
+        "task": "binary-classification",
+        "framework": {"torch": torch.__version__.split("+")[0]},
+        "architecture": {"input_dim": train.x.shape[1], "hidden": list(params.hidden),
+                         "activation": params.activation, "dropout": params.dropout},
+        "features": state["features"],
+        "feature_names": names,
+        "preprocessing": state["preprocessing"],
+        "id": state["id"],
+        "label": state["label"],
+        "decision_threshold": params.decision_threshold,
+        "params_hash": params_hash,
+        "data_md5": state["data_md5"],
+        "training": {"epochs_run": len(history), "best_epoch": int(best["epoch"]),
+                     "best_valid_loss": best["valid_loss"], "train_rows": len(train.y)},
+    })
+    log.info("train: %d epochs, best epoch %d (valid loss %.4f), weights sha256 %s",
+             len(history), best["epoch"], best["valid_loss"], meta["weights"]["sha256"][:12])
+    if params.tensorboard:
+        write_tensorboard(history, tensorboard_dir / meta["weights"]["sha256"][:12])
+    run_id = track(params, logged_params, meta, history, model_dir)
+    log.info("train: MLflow run %s", run_id)
+    return meta

@@ -1,0 +1,142 @@
+"""validate: raw table -> reports/validation.json, checked against params.yaml `schema` with pandera.
+
+Rules: required columns present, numeric dtype and range, integrality, allowed categories, nulls,
+unique non-null ids, label values, minimum row count. The report is written in both outcomes (a CI
+artifact reviewers need most when it fails) and records the md5 of the table it judged, so `featurize`
+refuses any table that has not passed. On a violation the stage exits 3 naming column, rule and
+example row ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from mlops import files
+from mlops.config import SchemaParams
+from mlops.errors import DataError
+
+log = logging.getLogger(__name__)
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """Read a Parquet table, turning a missing or corrupt file into a DataError naming it."""
+    try:
+        return pd.read_parquet(path)
+    except FileNotFoundError as e:
+        raise DataError(f"{path}: file not found") from e
+    except Exception as e:  # noqa: BLE001 - pyarrow raises many types for corrupt files
+        raise DataError(f"{path}: not a readable Parquet table ({type(e).__name__}: {e})") from e
+
+
+def build_schema(schema: SchemaParams):  # -> pandera.pandas.DataFrameSchema
+    """Translate the `schema` params into a pandera DataFrameSchema."""
+    import pandera.pandas as pa
+
+    def numeric_dtype(s: pd.Series) -> bool:
+        return pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+
+    def whole(s: pd.Series) -> pd.Series:
+        return (s.dropna() % 1 == 0) if numeric_dtype(s) else pd.Series(False, index=s.index)
+
+    columns: dict[str, Any] = {
+        schema.id: pa.Column(nullable=False, unique=True, title="id"),
+        schema.label.column: pa.Column(
+            nullable=False, checks=pa.Check.isin(schema.label.classes, name="label_values")
+        ),
+    }
+    for name, spec in schema.numeric.items():
+        checks = [
+            pa.Check(numeric_dtype, name="numeric_dtype"),
+            pa.Check(lambda s, lo=spec.min, hi=spec.max: s.between(lo, hi), name=f"range[{spec.min}, {spec.max}]"),
+        ]
+        if spec.integer:
+            checks.append(pa.Check(whole, name="integer"))
+        columns[name] = pa.Column(nullable=spec.nullable, checks=checks)
+    for name, spec in schema.categorical.items():
+        columns[name] = pa.Column(
+            nullable=spec.nullable, checks=pa.Check.isin(spec.categories, name="allowed_categories")
+        )
+    return pa.DataFrameSchema(
+        columns,
+        checks=[pa.Check(lambda df: len(df) >= schema.min_rows, name=f"min_rows[{schema.min_rows}]")],
+        strict=False,  # extra source columns are allowed; only declared ones reach the model
+    )
+
+
+def check(frame: pd.DataFrame, schema: SchemaParams, max_examples: int) -> list[dict[str, Any]]:
+    """Validate `frame`; return one failure record per (column, rule), empty when the table passes."""
+    import pandera.pandas as pa
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # pandera's internal concat warning
+            build_schema(schema).validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as e:
+        cases = e.failure_cases
+    else:
+        return []
+    failures = []
+    ids = frame[schema.id] if schema.id in frame.columns else None
+    for (column, rule), group in cases.groupby(
+        [cases["column"].fillna("(table)"), cases["check"].astype(str)], sort=True, dropna=False
+    ):
+        if rule == "column_in_dataframe":
+            column, rule = str(group["failure_case"].iloc[0]), "column_present"
+        index = [int(i) for i in group["index"].dropna().tolist()[:max_examples]]
+        row_ids = [ids.iloc[i].item() if hasattr(ids.iloc[i], "item") else ids.iloc[i] for i in index] if (
+            ids is not None and index
+        ) else []
+        values = [None if pd.isna(v) else (v.item() if hasattr(v, "item") else v)
+                  for v in group["failure_case"].tolist()[:max_examples]]
+        failures.append({
+            "column": column, "rule": rule, "count": int(len(group)),
+            "example_rows": index, "example_ids": row_ids, "example_values": values,
+        })
+    return failures
+
+
+def summarise(failures: list[dict[str, Any]]) -> str:
+    """One line naming each failed column and rule with example row ids."""
+    parts = []
+    for f in failures:
+        where = f" (ids {f['example_ids']})" if f["example_ids"] else ""
+        vals = f" values {f['example_values']}" if f["example_values"] and f["rule"] != "column_present" else ""
+        parts.append(f"column '{f['column']}' fails {f['rule']} in {f['count']} row(s){where}{vals}")
+    return "; ".join(parts)
+
+
+def run(schema: SchemaParams, max_examples: int, data: Path, report: Path) -> dict[str, Any]:
+    """Validate the raw table at `data`, write `report`, raise DataError (exit 3) on any violation.
+
+    Args:
+        schema: the `schema` params section.
+        max_examples: example rows per failed rule (`validate.max_examples`).
+        data: the raw table (Parquet).
+        report: where to write the validation report (JSON).
+
+    Returns:
+        The report written.
+    """
+    log.info("validate: %s", data)
+    frame = read_table(data)
+    failures = check(frame, schema, max_examples)
+    label = frame[schema.label.column] if schema.label.column in frame.columns else pd.Series(dtype=object)
+    result = {
+        "data": str(data),
+        "data_md5": files.file_digest(data, "md5"),
+        "rows": int(len(frame)),
+        "columns": int(frame.shape[1]),
+        "passed": not failures,
+        "failures": failures,
+        "label_counts": {str(k): int(v) for k, v in label.value_counts().sort_index().items()},
+    }
+    files.write_json(report, result)
+    if failures:
+        raise DataError(f"{data}: schema validation failed: {summarise(failures)} (report: {report})")
+    log.info("validate: %d rows passed; report %s", len(frame), report)
+    return result
