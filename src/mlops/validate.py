@@ -46,7 +46,7 @@ def build_schema(schema: SchemaParams):  # -> pandera.pandas.DataFrameSchema
     columns: dict[str, Any] = {
         schema.id: pa.Column(nullable=False, unique=True, title="id"),
         schema.label.column: pa.Column(
-            nullable=False, checks=pa.Check.isin(schema.label.classes, name="label_values")
+            nullable=False, checks=pa.Check(lambda s: s.isin(schema.label.classes), name="label_values")
         ),
     }
     for name, spec in schema.numeric.items():
@@ -59,7 +59,8 @@ def build_schema(schema: SchemaParams):  # -> pandera.pandas.DataFrameSchema
         columns[name] = pa.Column(nullable=spec.nullable, checks=checks)
     for name, spec in schema.categorical.items():
         columns[name] = pa.Column(
-            nullable=spec.nullable, checks=pa.Check.isin(spec.categories, name="allowed_categories")
+            nullable=spec.nullable,
+            checks=pa.Check(lambda s, allowed=spec.categories: s.isin(allowed), name="allowed_categories"),
         )
     return pa.DataFrameSchema(
         columns,
@@ -87,7 +88,9 @@ def check(frame: pd.DataFrame, schema: SchemaParams, max_examples: int) -> list[
     ):
         if rule == "column_in_dataframe":
             column, rule = str(group["failure_case"].iloc[0]), "column_present"
-        index = [int(i) for i in group["index"].dropna().tolist()[:max_examples]]
+        index = sorted(int(i) for i in group["index"].dropna().tolist())[:max_examples]  # first rows first
+        if index:
+            group = group.set_index(group["index"].astype("Int64")).loc[index]
         row_ids = [ids.iloc[i].item() if hasattr(ids.iloc[i], "item") else ids.iloc[i] for i in index] if (
             ids is not None and index
         ) else []

@@ -1,0 +1,130 @@
+"""Shared fixtures: isolated tool environments, the demo pipeline run once per session, helpers.
+
+Everything a test starts listens on 127.0.0.1 and lives in a temp dir; nothing leaks between runs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from mlops import cli
+from mlops.config import load_params
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def isolated_env(tmp_path_factory: pytest.TempPathFactory):
+    """Point DVC, MLflow and git at temp locations so tests never touch the user's files."""
+    root = tmp_path_factory.mktemp("env")
+    saved = dict(os.environ)
+    os.environ.update({
+        "DVC_NO_ANALYTICS": "1",
+        "DVC_SITE_CACHE_DIR": str(root / "dvc-site"),
+        "DVC_GLOBAL_CONFIG_DIR": str(root / "dvc-global"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
+        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.invalid",
+    })
+    yield root
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def params():
+    """The shipped params.yaml, typed."""
+    return load_params(REPO / "params.yaml")
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Paths of one pipeline run (same layout as dvc.yaml)."""
+
+    root: Path
+
+    @property
+    def params(self) -> Path:
+        return self.root / "params.yaml"
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "data/raw/data.parquet"
+
+    @property
+    def validation(self) -> Path:
+        return self.root / "reports/validation.json"
+
+    @property
+    def processed(self) -> Path:
+        return self.root / "data/processed"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / "reports/metrics.json"
+
+    @property
+    def plots(self) -> Path:
+        return self.root / "reports/plots"
+
+    def mlops(self, *args: str) -> int:
+        """Run one `mlops` command in-process against this workspace's params; return the exit code."""
+        return cli.main(["--params", str(self.params), *args])
+
+    def run_all(self) -> None:
+        """Run ingest -> evaluate with the dvc.yaml paths, asserting each stage succeeds."""
+        steps = [
+            ["ingest", "--out", str(self.raw)],
+            ["validate", "--data", str(self.raw), "--report", str(self.validation)],
+            ["featurize", "--data", str(self.raw), "--validation", str(self.validation),
+             "--out-dir", str(self.processed)],
+            ["train", "--data-dir", str(self.processed), "--model-dir", str(self.models)],
+            ["evaluate", "--model-dir", str(self.models), "--data", str(self.raw), "--test",
+             str(self.processed / "test.parquet"), "--metrics", str(self.metrics), "--plots-dir", str(self.plots)],
+        ]
+        for step in steps:
+            assert self.mlops(*step) == 0, f"mlops {step[0]} failed"
+
+
+def new_workspace(root: Path) -> Workspace:
+    """A fresh workspace with a copy of the shipped params.yaml."""
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copy(REPO / "params.yaml", root / "params.yaml")
+    return Workspace(root)
+
+
+@pytest.fixture(scope="session")
+def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
+    """The demo pipeline run once for the session (read-only for tests: copy before changing)."""
+    ws = new_workspace(tmp_path_factory.mktemp("pipeline"))
+    ws.run_all()
+    return ws
+
+
+@pytest.fixture
+def workspace(tmp_path: Path) -> Workspace:
+    """An empty workspace with the shipped params.yaml."""
+    return new_workspace(tmp_path / "ws")
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600):
+    """Run a command, capturing output; the caller asserts on the result."""
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,94 @@
+"""Config contract: params.yaml typos, missing and mistyped keys exit 2 naming the key path."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import yaml
+
+from conftest import REPO
+from mlops import cli
+from mlops.config import load_params, parse_params
+from mlops.errors import ConfigError
+
+SHIPPED = yaml.safe_load((REPO / "params.yaml").read_text())
+
+
+def edited(change) -> dict:
+    data = copy.deepcopy(SHIPPED)
+    change(data)
+    return data
+
+
+def test_shipped_params_load(params):
+    assert params.train.epochs > 0
+    assert params.schema_.label.positive in params.schema_.label.classes
+    assert params.schema_.features[: len(params.schema_.numeric)] == list(params.schema_.numeric)
+
+
+def test_unknown_key_names_key_path():
+    data = edited(lambda d: d["train"].__setitem__("epoch", 3))
+    with pytest.raises(ConfigError, match=r"train\.epoch: unknown key"):
+        parse_params(data)
+
+
+def test_missing_key_names_key_path():
+    data = edited(lambda d: d["train"].pop("batch_size"))
+    with pytest.raises(ConfigError, match=r"train\.batch_size: missing required key"):
+        parse_params(data)
+
+
+def test_mistyped_key_names_expected_type():
+    data = edited(lambda d: d["train"].__setitem__("lr", "1e-3"))  # YAML reads 1e-3 as a string
+    with pytest.raises(ConfigError, match=r"train\.lr: expected to be a valid number \(got str '1e-3'\)"):
+        parse_params(data)
+
+
+def test_nested_key_path_and_bool_not_int():
+    data = edited(lambda d: d["train"]["early_stopping"].__setitem__("patience", True))
+    with pytest.raises(ConfigError, match=r"train\.early_stopping\.patience: expected to be a valid integer"):
+        parse_params(data)
+
+
+def test_selected_source_must_be_configured():
+    data = edited(lambda d: (d["ingest"].__setitem__("source", "sql"), d["ingest"].pop("sql")))
+    with pytest.raises(ConfigError, match=r"ingest\.sql: required when ingest\.source is 'sql'"):
+        parse_params(data)
+
+
+def test_slice_must_name_a_schema_column():
+    data = edited(lambda d: d["evaluate"]["slices"].append({"column": "nope"}))
+    with pytest.raises(ConfigError, match=r"evaluate\.slices\.\d+\.column: 'nope' is not a schema column"):
+        parse_params(data)
+
+
+def test_unknown_section_rejected():
+    data = edited(lambda d: d.__setitem__("trian", {}))
+    with pytest.raises(ConfigError, match=r"trian: unknown key"):
+        parse_params(data)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="cannot read params file"):
+        load_params(tmp_path / "absent.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(bad)
+
+
+def test_cli_params_typo_exits_2_with_one_line(tmp_path, capsys):
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(edited(lambda d: d["featurize"].__setitem__("sead", 1))))
+    code = cli.main(["--params", str(path), "featurize"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert err[-1].startswith("mlops featurize: error: ")
+    assert "featurize.sead: unknown key" in err[-1] and str(path) in err[-1]
+    assert "Traceback" not in "\n".join(err)
+
+
+def test_cli_usage_error_exits_2(capsys):
+    assert cli.main(["no-such-command"]) == 2
+    assert "invalid choice" in capsys.readouterr().err

@@ -1,0 +1,65 @@
+"""evaluate: metric values, strict JSON, slices and plot files DVC can render."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from mlops import evaluate
+
+
+def strict_load(path):
+    def reject(token):
+        raise AssertionError(f"{path}: non-strict JSON constant {token}")
+    return json.loads(path.read_text(), parse_constant=reject)
+
+
+def test_demo_metrics_meet_the_quality_bar(pipeline):
+    m = strict_load(pipeline.metrics)["test"]
+    assert m["rows"] == 1409
+    assert m["roc_auc"] >= 0.80
+    assert set(m) >= {"roc_auc", "pr_auc", "f1", "precision", "recall", "accuracy", "log_loss", "ece"}
+    assert 0 <= m["ece"] < 0.1 and 0 < m["log_loss"] < 0.6
+
+
+def test_slices_cover_the_test_rows(pipeline):
+    result = strict_load(pipeline.metrics)
+    assert set(result["slices"]) == {"contract", "internet_service", "tenure_band"}
+    for name, groups in result["slices"].items():
+        assert sum(g["rows"] for g in groups.values()) == result["test"]["rows"], name
+    assert set(result["slices"]["tenure_band"]) == {"[0, 12)", "[12, 24)", "[24, 48)", "[48, 120)"}
+    # churn falls with contract length in the data, and the slice table shows it
+    rates = {k: v["positive_rate"] for k, v in result["slices"]["contract"].items()}
+    assert rates["Month-to-month"] > rates["One year"] > rates["Two year"]
+
+
+def test_plot_files_are_strict_json_with_the_declared_fields(pipeline):
+    roc = strict_load(pipeline.plots / "roc.json")
+    assert roc[0]["threshold"] is None  # roc_curve's +inf threshold, written as null
+    assert {"fpr", "tpr"} <= set(roc[0]) and roc[-1]["fpr"] == roc[-1]["tpr"] == 1.0
+    assert {"recall", "precision"} == set(strict_load(pipeline.plots / "pr.json")[0])
+    confusion = strict_load(pipeline.plots / "confusion.json")
+    assert len(confusion) == 1409 and set(confusion[0]) == {"actual", "predicted"}
+    cal = strict_load(pipeline.plots / "calibration.json")
+    assert sum(b["rows"] for b in cal) == 1409
+
+
+def test_scores_against_sklearn_and_edge_cases():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 500)
+    p = np.clip(y * 0.6 + rng.random(500) * 0.4, 0, 1)
+    s = evaluate.scores(y, p, 0.5, 10)
+    assert s["roc_auc"] == pytest.approx(roc_auc_score(y, p))
+    one_class = evaluate.scores(np.ones(5, dtype=int), np.full(5, 0.9), 0.5, 10)
+    assert one_class["roc_auc"] is None and one_class["recall"] == 1.0
+
+
+def test_expected_calibration_error():
+    y = np.array([0, 0, 1, 1])
+    assert evaluate.expected_calibration_error(y, np.array([0.0, 0.0, 1.0, 1.0]), 10) == 0.0
+    assert evaluate.expected_calibration_error(y, np.array([0.5, 0.5, 0.5, 0.5]), 10) == 0.0  # calibrated
+    assert evaluate.expected_calibration_error(y, np.array([0.9, 0.9, 0.9, 0.9]), 10) == pytest.approx(0.4)
+    assert evaluate.expected_calibration_error(y, np.array([0.1, 0.2, 0.7, 0.8]), 2) == pytest.approx((2 * 0.15 + 2 * 0.25) / 4)
