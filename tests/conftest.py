@@ -128,3 +128,15 @@ def free_port() -> int:
 def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: int = 600):
     """Run a command, capturing output; the caller asserts on the result."""
     return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def tool(name: str) -> str:
+    """Path of a pinned tool: the venv first (Python tools), then tools/node_modules/.bin (Node tools)."""
+    import sys
+
+    for folder in (Path(sys.executable).parent, REPO / "tools/node_modules/.bin"):
+        if (folder / name).exists():
+            return str(folder / name)
+    found = shutil.which(name)
+    assert found, f"{name} not installed: run `make install-dev` (pins in pyproject.toml / tools/package.json)"
+    return found

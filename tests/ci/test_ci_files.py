@@ -1,0 +1,236 @@
+"""The three CI definitions: valid for their platform, thin (one make call per job body), and equivalent
+(the same make targets for each trigger: merge request, main, schedule)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+
+import pytest
+import yaml
+
+from conftest import REPO, tool
+
+
+TRIGGERS = ("merge_request", "main", "schedule")
+MAKE_CALL = re.compile(r"^make (ci-[a-z-]+)$")
+WORKFLOWS = REPO / ".github/workflows"
+
+
+# ------------------------------------------------------------------ GitHub Actions
+def github_triggers(doc: dict) -> set[str]:
+    on = doc.get("on", doc.get(True))  # PyYAML reads the key `on` as boolean True
+    found = set()
+    if "pull_request" in on:
+        found.add("merge_request")
+    if "push" in on and "main" in on["push"].get("branches", []):
+        found.add("main")
+    if "schedule" in on:
+        found.add("schedule")
+    return found
+
+
+def github_targets() -> dict[str, set[str]]:
+    by_trigger: dict[str, set[str]] = {t: set() for t in TRIGGERS}
+    for path in sorted(WORKFLOWS.glob("*.yml")):
+        doc = yaml.safe_load(path.read_text())
+        for name, job in doc["jobs"].items():
+            runs = [s["run"].strip() for s in job["steps"] if "run" in s]
+            assert len(runs) == 1 and MAKE_CALL.match(runs[0]), f"{path.name}:{name}: body must be one make ci-* call"
+            for trigger in github_triggers(doc):
+                by_trigger[trigger].add(MAKE_CALL.match(runs[0]).group(1))
+    return by_trigger
+
+
+# ------------------------------------------------------------------ GitLab CI
+GITLAB_SHAPES = {
+    "merge_request": ["--variable", "CI_PIPELINE_SOURCE=merge_request_event", "--unset-variable", "CI_COMMIT_BRANCH"],
+    "main": ["--variable", "CI_PIPELINE_SOURCE=push", "--variable", "CI_COMMIT_BRANCH=main"],
+    "schedule": ["--variable", "CI_PIPELINE_SOURCE=schedule", "--variable", "CI_COMMIT_BRANCH=main"],
+}
+
+
+def gitlab_jobs(trigger: str, cwd) -> list[str]:
+    """Jobs gitlab-ci-local would run for a pipeline of this shape (it evaluates workflow and job rules)."""
+    env = dict(os.environ, GCL_IGNORE_PREDEFINED_VARS="CI_PIPELINE_SOURCE,CI_COMMIT_BRANCH")
+    proc = subprocess.run([tool("gitlab-ci-local"), "--list-csv", *GITLAB_SHAPES[trigger]], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("name;stage;"))
+    return [line.split(";")[0] for line in lines[header + 1:] if ";" in line]
+
+
+def gitlab_targets(tmp_path) -> dict[str, set[str]]:
+    doc = yaml.safe_load((REPO / ".gitlab-ci.yml").read_text())
+    work = tmp_path / "gl"
+    work.mkdir()
+    (work / ".gitlab-ci.yml").write_text((REPO / ".gitlab-ci.yml").read_text())
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=work, check=True)
+    subprocess.run(["git", "add", "-A"], cwd=work, check=True)
+    subprocess.run(["git", "commit", "-qm", "ci"], cwd=work, check=True)
+    by_trigger: dict[str, set[str]] = {}
+    for trigger in TRIGGERS:
+        targets = set()
+        for job in gitlab_jobs(trigger, work):
+            script = doc[job]["script"]
+            assert len(script) == 1 and MAKE_CALL.match(script[0]), f".gitlab-ci.yml:{job}: one make ci-* call"
+            targets.add(MAKE_CALL.match(script[0]).group(1))
+        by_trigger[trigger] = targets
+    return by_trigger
+
+
+# ------------------------------------------------------------------ Jenkins
+def block(text: str, start: int) -> str:
+    """The text of the brace block that opens at or after `start`."""
+    i = text.index("{", start)
+    depth = 0
+    for j in range(i, len(text)):
+        depth += {"{": 1, "}": -1}.get(text[j], 0)
+        if depth == 0:
+            return text[i + 1:j]
+    raise AssertionError("unbalanced braces in Jenkinsfile")
+
+
+def jenkins_stages() -> dict[str, tuple[str, str]]:
+    """stage name -> (when block, steps block), from the declarative pipeline."""
+    text = (REPO / "Jenkinsfile").read_text()
+    stages_body = block(text, re.search(r"^\s*stages\s*\{", text, re.M).start())
+    out = {}
+    for m in re.finditer(r"stage\('([^']+)'\)\s*\{", stages_body):
+        body = block(stages_body, m.start())
+        when = block(body, body.index("when")) if "when" in body else ""
+        out[m.group(1)] = (when, block(body, body.index("steps")))
+    return out
+
+
+def jenkins_runs_on(when: str, trigger: str) -> bool:
+    """Evaluate the `when` conditions this pipeline uses, for a build of the given shape."""
+    facts = {"merge_request": (True, False, False), "main": (False, True, False), "schedule": (False, True, True)}
+    change_request, on_main, timer = facts[trigger]
+    expr = when.replace(";", " ")
+    expr = expr.replace("changeRequest()", str(change_request)).replace("branch 'main'", str(on_main))
+    expr = expr.replace("triggeredBy 'TimerTrigger'", str(timer))
+    expr = re.sub(r"expression\s*\{[^}]*\}", "True", expr)  # build-result guards: true on a green build
+    expr = re.sub(r"not\s*\{\s*(True|False)\s*\}", lambda m: str(m.group(1) != "True"), expr)
+    for _ in range(5):
+        expr = re.sub(r"anyOf\s*\{([^{}]*)\}", lambda m: str(any(w == "True" for w in m.group(1).split())), expr)
+        expr = re.sub(r"allOf\s*\{([^{}]*)\}", lambda m: str(all(w == "True" for w in m.group(1).split())), expr)
+        expr = re.sub(r"not\s*\{\s*(True|False)\s*\}", lambda m: str(m.group(1) != "True"), expr)
+    words = expr.split()
+    assert words and all(w in ("True", "False") for w in words), f"unsupported when: {when!r} -> {expr!r}"
+    return all(w == "True" for w in words)
+
+
+def jenkins_targets() -> dict[str, set[str]]:
+    by_trigger: dict[str, set[str]] = {t: set() for t in TRIGGERS}
+    for name, (when, steps) in jenkins_stages().items():
+        calls = re.findall(r"sh\s+'([^']+)'", steps)
+        assert len(calls) == 1 and MAKE_CALL.match(calls[0]), f"Jenkinsfile stage {name}: one make ci-* call"
+        for trigger in TRIGGERS:
+            if jenkins_runs_on(when, trigger):
+                by_trigger[trigger].add(MAKE_CALL.match(calls[0]).group(1))
+    return by_trigger
+
+
+# ------------------------------------------------------------------ tests
+def test_the_three_ci_files_call_the_same_make_targets_per_trigger(tmp_path):
+    github, gitlab, jenkins = github_targets(), gitlab_targets(tmp_path), jenkins_targets()
+    for trigger in TRIGGERS:
+        assert github[trigger] == gitlab[trigger] == jenkins[trigger], trigger
+    assert github == {
+        "merge_request": {"ci-verify", "ci-train", "ci-report"},
+        "main": {"ci-verify", "ci-train", "ci-release"},
+        "schedule": {"ci-retrain", "ci-release"},
+    }
+
+
+def test_every_ci_target_exists_and_is_documented():
+    listed = subprocess.run(["make", "help"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    for target in ("ci-verify", "ci-train", "ci-retrain", "ci-report", "ci-release"):
+        assert re.search(rf"^\s+{target}\s+\S", listed, re.M), f"make help does not document {target}"
+        dry = subprocess.run(["make", "-n", target], cwd=REPO, capture_output=True, text=True)
+        assert dry.returncode == 0, dry.stderr
+
+
+def test_no_threshold_or_tool_version_in_ci_yaml():
+    for path in [*WORKFLOWS.glob("*.yml"), REPO / ".gitlab-ci.yml", REPO / "Jenkinsfile"]:
+        text = path.read_text()
+        assert not re.search(r"(roc_auc|threshold|min_)\w*\s*[:=]\s*0?\.\d", text), path
+        assert not re.search(r"pip install|npm (install|ci)|==\d", text), f"{path}: installs belong in the Makefile"
+
+
+def test_github_actions_pinned_by_sha_with_version_comment():
+    for path in WORKFLOWS.glob("*.yml"):
+        for line in path.read_text().splitlines():
+            if "uses:" in line:
+                assert re.search(r"uses: [\w.-]+/[\w.-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+$", line.strip(" -")), line
+
+
+def test_github_jobs_are_least_privilege_with_timeouts():
+    for path in WORKFLOWS.glob("*.yml"):
+        doc = yaml.safe_load(path.read_text())
+        assert doc["permissions"] == {}, f"{path.name}: default permissions must be empty"
+        assert "concurrency" in doc
+        for name, job in doc["jobs"].items():
+            assert "timeout-minutes" in job and "permissions" in job, f"{path.name}:{name}"
+            assert job["permissions"].get("contents") == "read"
+
+
+def test_actionlint_and_schemas_accept_the_workflows():
+    files = [str(p) for p in sorted(WORKFLOWS.glob("*.yml"))]
+    lint = subprocess.run([tool("actionlint"), *files], capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    for schema, targets in (("vendor.github-workflows", files), ("vendor.gitlab-ci", [str(REPO / ".gitlab-ci.yml")])):
+        proc = subprocess.run([tool("check-jsonschema"), "--builtin-schema", schema, *targets],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_actionlint_catches_a_broken_workflow(tmp_path):
+    broken = (WORKFLOWS / "ci.yml").read_text().replace("needs: verify", "needs: verfy")
+    (tmp_path / "ci.yml").write_text(broken)
+    proc = subprocess.run([tool("actionlint"), str(tmp_path / "ci.yml")], capture_output=True, text=True)
+    assert proc.returncode == 1 and "verfy" in proc.stdout
+
+
+def test_gitlab_release_is_serialised_and_jobs_interruptible():
+    doc = yaml.safe_load((REPO / ".gitlab-ci.yml").read_text())
+    assert doc["release"]["resource_group"] == "release" and doc["release"]["interruptible"] is False
+    assert doc["default"]["interruptible"] is True
+    assert doc["workflow"]["auto_cancel"]["on_new_commit"] == "interruptible"
+    assert doc["train"]["artifacts"]["when"] == "always"
+    assert doc["report"]["needs"] == [{"job": "train", "artifacts": True}]
+
+
+def test_jenkinsfile_declarative_shape():
+    text = (REPO / "Jenkinsfile").read_text()
+    assert re.search(r"^pipeline\s*\{", text, re.M)
+    body = block(text, text.index("pipeline"))
+    for section in ("agent", "options", "triggers", "environment", "stages", "post"):
+        assert re.search(rf"^\s{{4}}{section}\b", body, re.M), f"Jenkinsfile: no top-level {section}"
+    options = block(body, body.index("options"))
+    assert "timeout(" in options and "disableConcurrentBuilds" in options
+    assert "cron(" in block(body, body.index("triggers"))
+    assert "always" in block(body, re.search(r"^\s{4}post", body, re.M).start())
+    stages = jenkins_stages()
+    assert list(stages) == ["verify", "train", "retrain", "report", "release"]
+    assert all("make ci-" in steps for _, steps in stages.values())
+    assert "withCredentials" in stages["train"][1] and "lock(" in stages["release"][1]
+
+
+@pytest.mark.slow
+def test_jenkinsfile_groovy_syntax():
+    proc = subprocess.run([tool("npm-groovy-lint"), "--noserver", "--failon", "error", "--output", "txt",
+                           str(REPO / "Jenkinsfile")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_groovy_lint_catches_a_syntax_error(tmp_path):
+    broken = tmp_path / "Jenkinsfile"
+    broken.write_text((REPO / "Jenkinsfile").read_text().replace("stages {", "stages {{", 1))
+    proc = subprocess.run([tool("npm-groovy-lint"), "--noserver", "--failon", "error", "--output", "txt",
+                           str(broken)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
