@@ -10,7 +10,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev run test lint ci-verify ci-train ci-retrain ci-report ci-release ingest validate featurize train evaluate bench-pipeline clean
+.PHONY: help install install-dev run test lint ci-verify ci-train ci-retrain ci-report ci-release ingest validate featurize train evaluate gate register report bench-pipeline serve docker-build bench-serving clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_ -]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -46,8 +46,14 @@ run: install ## run the whole pipeline on the embedded defaults (dvc repro)
 	dvc repro
 	@echo "metrics: reports/metrics.json   model: models/   MLflow store: mlflow.db"
 
-ingest validate featurize train evaluate: install ## run one stage and its upstream stages (dvc repro <stage>)
+ingest validate featurize train evaluate gate: install ## run one stage and its upstream stages (dvc repro <stage>)
 	dvc repro $@
+
+register: install ## register models/ in the MLflow registry, alias candidate (refuses a failed gate: exit 6)
+	mlops register
+
+report: install ## write the review report to reports/review/ (POST=1: also comment on the merge request)
+	mlops report $(if $(POST),--post)
 
 test: install-dev ## run the whole test suite (unit, data, model, e2e)
 	$(BIN)/pytest $(PYTEST_ARGS)
@@ -57,6 +63,16 @@ lint: install-dev ## every pre-commit hook on every file (ruff, YAML, CI schemas
 
 bench-pipeline: install-dev ## benchmark: cold and no-op dvc repro, train loop vs bare torch loop
 	$(BIN)/python benchmarks/pipeline/bench.py --out benchmarks/pipeline/results.json
+
+serve: install ## serve models/ over the Open Inference Protocol on 127.0.0.1:8080 (params.yaml `serve`)
+	$(BIN)/mlops serve --model-dir models --port $(or $(PORT),8080)
+
+docker-build: ## build the serving image (IMAGE, BASE_IMAGE and WHEELS=index|wheelhouse may be overridden)
+	docker build --network host --build-arg BASE_IMAGE=$(or $(BASE_IMAGE),python:3.11-slim-bookworm) \
+		--build-arg WHEELS=$(or $(WHEELS),index) -t $(or $(IMAGE),mlops-serve:dev) .
+
+bench-serving: install-dev ## benchmark: mlops serve vs mlflow models serve (needs wrk), same model and machine
+	$(BIN)/python benchmarks/serving/bench.py --model-dir models --out benchmarks/serving/results.json
 
 clean: ## remove pipeline outputs and the local MLflow store (not the DVC cache or remote)
 	rm -rf data/raw data/processed models reports mlflow.db mlartifacts logs

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
+import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,17 +29,82 @@ def isolated_env(tmp_path_factory: pytest.TempPathFactory):
     """Point DVC, MLflow and git at temp locations so tests never touch the user's files."""
     root = tmp_path_factory.mktemp("env")
     saved = dict(os.environ)
-    os.environ.update({
-        "DVC_NO_ANALYTICS": "1",
-        "DVC_SITE_CACHE_DIR": str(root / "dvc-site"),
-        "DVC_GLOBAL_CONFIG_DIR": str(root / "dvc-global"),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
-        "GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.invalid",
-        "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.invalid",
-    })
+    os.environ.update(
+        {
+            "DVC_NO_ANALYTICS": "1",
+            "DVC_SITE_CACHE_DIR": str(root / "dvc-site"),
+            "DVC_GLOBAL_CONFIG_DIR": str(root / "dvc-global"),
+            "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+            "GIT_AUTHOR_NAME": "test",
+            "GIT_AUTHOR_EMAIL": "test@example.invalid",
+            "GIT_COMMITTER_NAME": "test",
+            "GIT_COMMITTER_EMAIL": "test@example.invalid",
+        }
+    )
     yield root
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory: pytest.TempPathFactory):
+    """A real `mlflow server` on 127.0.0.1 (SQLite backend, local artifacts); yields its URL."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    log = open(root / "server.log", "wb")
+    proc = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{root / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(root / "artifacts"),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        cwd=root,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"mlflow server exited {proc.returncode}: {(root / 'server.log').read_text()[-2000:]}"
+                )
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"mlflow server not healthy after 120 s: {(root / 'server.log').read_text()[-2000:]}"
+                )
+            time.sleep(0.5)
+        yield url
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=30)
+        except ProcessLookupError:
+            pass
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        log.close()
 
 
 @pytest.fixture(scope="session")
@@ -87,11 +156,29 @@ class Workspace:
         steps = [
             ["ingest", "--out", str(self.raw)],
             ["validate", "--data", str(self.raw), "--report", str(self.validation)],
-            ["featurize", "--data", str(self.raw), "--validation", str(self.validation),
-             "--out-dir", str(self.processed)],
+            [
+                "featurize",
+                "--data",
+                str(self.raw),
+                "--validation",
+                str(self.validation),
+                "--out-dir",
+                str(self.processed),
+            ],
             ["train", "--data-dir", str(self.processed), "--model-dir", str(self.models)],
-            ["evaluate", "--model-dir", str(self.models), "--data", str(self.raw), "--test",
-             str(self.processed / "test.parquet"), "--metrics", str(self.metrics), "--plots-dir", str(self.plots)],
+            [
+                "evaluate",
+                "--model-dir",
+                str(self.models),
+                "--data",
+                str(self.raw),
+                "--test",
+                str(self.processed / "test.parquet"),
+                "--metrics",
+                str(self.metrics),
+                "--plots-dir",
+                str(self.plots),
+            ],
         ]
         for step in steps:
             assert self.mlops(*step) == 0, f"mlops {step[0]} failed"
@@ -138,5 +225,31 @@ def tool(name: str) -> str:
         if (folder / name).exists():
             return str(folder / name)
     found = shutil.which(name)
-    assert found, f"{name} not installed: run `make install-dev` (pins in pyproject.toml / tools/package.json)"
+    assert found, (
+        f"{name} not installed: run `make install-dev` (pins in pyproject.toml / tools/package.json)"
+    )
     return found
+
+
+def copy_repository(dest: Path) -> Path:
+    """Copy this repository's files (tracked and new, not ignored) into `dest` and commit them on `main`
+    in a fresh git repository: what a CI runner's clone of the current change would hold."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
+    for name in filter(None, listed):
+        src = REPO / name
+        if src.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    for cmd in (
+        ["git", "init", "-q", "-b", "main"],
+        ["git", "add", "-A"],
+        ["git", "commit", "-q", "-m", "copy"],
+    ):
+        subprocess.run(cmd, cwd=dest, check=True, capture_output=True)
+    return dest

@@ -11,7 +11,9 @@ import pandas as pd
 from conftest import Workspace
 
 
-def test_corrupted_raw_table_exits_3_and_nothing_downstream_is_written(pipeline, workspace: Workspace, capsys):
+def test_corrupted_raw_table_exits_3_and_nothing_downstream_is_written(
+    pipeline, workspace: Workspace, capsys
+):
     workspace.raw.parent.mkdir(parents=True)
     frame = pd.read_parquet(pipeline.raw)
     frame.loc[[10, 20], "contract"] = "Lifetime"
@@ -23,8 +25,15 @@ def test_corrupted_raw_table_exits_3_and_nothing_downstream_is_written(pipeline,
     assert err.startswith("mlops validate: error: ") and "column 'contract' fails allowed_categories" in err
     assert "ids [11, 21]" in err
 
-    code = workspace.mlops("featurize", "--data", str(workspace.raw), "--validation", str(workspace.validation),
-                           "--out-dir", str(workspace.processed))
+    code = workspace.mlops(
+        "featurize",
+        "--data",
+        str(workspace.raw),
+        "--validation",
+        str(workspace.validation),
+        "--out-dir",
+        str(workspace.processed),
+    )
     assert code == 3 and "failed validation" in capsys.readouterr().err
     assert not workspace.processed.exists()
 
@@ -33,17 +42,40 @@ def test_truncated_parquet_exits_3_without_traceback(pipeline, workspace: Worksp
     workspace.raw.parent.mkdir(parents=True)
     workspace.raw.write_bytes(pipeline.raw.read_bytes()[:500])
     proc = subprocess.run(
-        [sys.executable, "-m", "mlops", "--params", str(workspace.params), "validate", "--data", str(workspace.raw),
-         "--report", str(workspace.validation)], capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "mlops",
+            "--params",
+            str(workspace.params),
+            "validate",
+            "--data",
+            str(workspace.raw),
+            "--report",
+            str(workspace.validation),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 3
     assert "not a readable Parquet table" in proc.stderr and "Traceback" not in proc.stderr
     assert not workspace.validation.exists()
 
 
 def test_model_missing_exits_5(pipeline, workspace: Workspace, capsys):
-    code = workspace.mlops("evaluate", "--model-dir", str(workspace.root / "nomodel"), "--data", str(pipeline.raw),
-                           "--test", str(pipeline.processed / "test.parquet"),
-                           "--metrics", str(workspace.metrics), "--plots-dir", str(workspace.plots))
+    code = workspace.mlops(
+        "evaluate",
+        "--model-dir",
+        str(workspace.root / "nomodel"),
+        "--data",
+        str(pipeline.raw),
+        "--test",
+        str(pipeline.processed / "test.parquet"),
+        "--metrics",
+        str(workspace.metrics),
+        "--plots-dir",
+        str(workspace.plots),
+    )
     assert code == 5 and "model metadata not found" in capsys.readouterr().err
     assert not workspace.metrics.exists()
 
@@ -51,13 +83,29 @@ def test_model_missing_exits_5(pipeline, workspace: Workspace, capsys):
 def test_tampered_model_exits_6(pipeline, workspace: Workspace):
     shutil.copytree(pipeline.models, workspace.models)
     (workspace.models / "model.safetensors").write_bytes(b"\0" * 64)
-    code = workspace.mlops("evaluate", "--model-dir", str(workspace.models), "--data", str(pipeline.raw),
-                           "--test", str(pipeline.processed / "test.parquet"),
-                           "--metrics", str(workspace.metrics), "--plots-dir", str(workspace.plots))
+    code = workspace.mlops(
+        "evaluate",
+        "--model-dir",
+        str(workspace.models),
+        "--data",
+        str(pipeline.raw),
+        "--test",
+        str(pipeline.processed / "test.parquet"),
+        "--metrics",
+        str(workspace.metrics),
+        "--plots-dir",
+        str(workspace.plots),
+    )
     assert code == 6 and not workspace.metrics.exists()
 
 
 def test_debug_shows_the_traceback(workspace: Workspace, capsys):
-    code = workspace.mlops("--debug", "validate", "--data", str(workspace.root / "absent.parquet"),
-                           "--report", str(workspace.validation))
+    code = workspace.mlops(
+        "--debug",
+        "validate",
+        "--data",
+        str(workspace.root / "absent.parquet"),
+        "--report",
+        str(workspace.validation),
+    )
     assert code == 3 and "Traceback" in capsys.readouterr().err

@@ -7,10 +7,11 @@ import copy
 import pytest
 import yaml
 
-from conftest import REPO
 from mlops import cli
 from mlops.config import load_params, parse_params
 from mlops.errors import ConfigError
+
+from conftest import REPO
 
 SHIPPED = yaml.safe_load((REPO / "params.yaml").read_text())
 

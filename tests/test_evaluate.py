@@ -14,6 +14,7 @@ from mlops import evaluate
 def strict_load(path):
     def reject(token):
         raise AssertionError(f"{path}: non-strict JSON constant {token}")
+
     return json.loads(path.read_text(), parse_constant=reject)
 
 
@@ -62,4 +63,6 @@ def test_expected_calibration_error():
     assert evaluate.expected_calibration_error(y, np.array([0.0, 0.0, 1.0, 1.0]), 10) == 0.0
     assert evaluate.expected_calibration_error(y, np.array([0.5, 0.5, 0.5, 0.5]), 10) == 0.0  # calibrated
     assert evaluate.expected_calibration_error(y, np.array([0.9, 0.9, 0.9, 0.9]), 10) == pytest.approx(0.4)
-    assert evaluate.expected_calibration_error(y, np.array([0.1, 0.2, 0.7, 0.8]), 2) == pytest.approx((2 * 0.15 + 2 * 0.25) / 4)
+    assert evaluate.expected_calibration_error(y, np.array([0.1, 0.2, 0.7, 0.8]), 2) == pytest.approx(
+        (2 * 0.15 + 2 * 0.25) / 4
+    )

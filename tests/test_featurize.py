@@ -70,7 +70,9 @@ def test_one_hot_layout_and_dtypes(splits, pipeline, params):
 def test_split_is_deterministic(pipeline, params, tmp_path):
     featurize.run(params.schema_, params.featurize, pipeline.raw, pipeline.validation, tmp_path)
     for name in featurize.SPLITS:
-        assert (tmp_path / f"{name}.parquet").read_bytes() == (pipeline.processed / f"{name}.parquet").read_bytes()
+        assert (tmp_path / f"{name}.parquet").read_bytes() == (
+            pipeline.processed / f"{name}.parquet"
+        ).read_bytes()
 
 
 def test_refuses_a_table_that_did_not_pass_validation(pipeline, params, tmp_path):

@@ -14,20 +14,27 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from conftest import free_port
 from mlops import ingest
 from mlops.config import FileSource, IngestParams, SqlSource
 from mlops.errors import ConfigError, DataError
+
+from conftest import free_port
 
 TABLE = pd.DataFrame({"rownames": [1, 2, 3], "tenure": [1, 20, 40], "churn": ["Yes", "No", "No"]})
 
 
 def file_params(uri: str, fmt: str = "auto") -> IngestParams:
-    return IngestParams(source="file", file=FileSource(uri=uri, format=fmt), rename={"rownames": "customer_id"})
+    return IngestParams(
+        source="file", file=FileSource(uri=uri, format=fmt), rename={"rownames": "customer_id"}
+    )
 
 
-def sql_params(query: str = "SELECT * FROM churn ORDER BY rownames", env: str = "TEST_SQL_URL") -> IngestParams:
-    return IngestParams(source="sql", sql=SqlSource(url_env=env, query=query), rename={"rownames": "customer_id"})
+def sql_params(
+    query: str = "SELECT * FROM churn ORDER BY rownames", env: str = "TEST_SQL_URL"
+) -> IngestParams:
+    return IngestParams(
+        source="sql", sql=SqlSource(url_env=env, query=query), rename={"rownames": "customer_id"}
+    )
 
 
 def expected() -> pd.DataFrame:
@@ -78,7 +85,9 @@ def test_http_url(http_dir, tmp_path):
 def test_http_404_is_a_data_error_and_writes_nothing(http_dir, tmp_path):
     _, base = http_dir
     out = tmp_path / "raw.parquet"
-    with pytest.raises(DataError, match=r"ingest\.file\.uri: cannot read 'http://127\.0\.0\.1:\d+/absent\.csv'"):
+    with pytest.raises(
+        DataError, match=r"ingest\.file\.uri: cannot read 'http://127\.0\.0\.1:\d+/absent\.csv'"
+    ):
         ingest.run(file_params(f"{base}/absent.csv"), out)
     assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "www"]
 
@@ -135,11 +144,35 @@ def postgres():
     if as_pg:
         shutil.chown(pwfile, "postgres")
     data = root / "data"
-    subprocess.run([*as_pg, _pg_bin("initdb"), "-D", str(data), "-A", "scram-sha-256", "-U", "churn",
-                    f"--pwfile={pwfile}"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *as_pg,
+            _pg_bin("initdb"),
+            "-D",
+            str(data),
+            "-A",
+            "scram-sha-256",
+            "-U",
+            "churn",
+            f"--pwfile={pwfile}",
+        ],
+        check=True,
+        capture_output=True,
+    )
     ctl = [*as_pg, _pg_bin("pg_ctl"), "-D", str(data)]
-    subprocess.run([*ctl, "-o", f"-c listen_addresses=127.0.0.1 -p {port} -k {root}", "-l", str(root / "log"),
-                    "-w", "start"], check=True, capture_output=True)
+    subprocess.run(
+        [
+            *ctl,
+            "-o",
+            f"-c listen_addresses=127.0.0.1 -p {port} -k {root}",
+            "-l",
+            str(root / "log"),
+            "-w",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield f"postgresql+psycopg://churn:s3cret-pass@127.0.0.1:{port}/postgres"
     finally:

@@ -63,10 +63,24 @@ def test_invariance_to_column_order_and_extra_columns(model, customers):
 def test_minimum_functionality_obvious_cases(model, customers):
     """Minimum functionality: a new fiber, month-to-month, e-check customer is riskier than a loyal one."""
     base = customers.iloc[[0]]
-    risky = with_(base, contract="Month-to-month", tenure=1, internet_service="Fiber optic",
-                  payment_method="Electronic check", monthly_charges=95.0, total_charges=95.0)
-    loyal = with_(base, contract="Two year", tenure=70, internet_service="DSL",
-                  payment_method="Credit card (automatic)", monthly_charges=50.0, total_charges=3500.0)
+    risky = with_(
+        base,
+        contract="Month-to-month",
+        tenure=1,
+        internet_service="Fiber optic",
+        payment_method="Electronic check",
+        monthly_charges=95.0,
+        total_charges=95.0,
+    )
+    loyal = with_(
+        base,
+        contract="Two year",
+        tenure=70,
+        internet_service="DSL",
+        payment_method="Credit card (automatic)",
+        monthly_charges=50.0,
+        total_charges=3500.0,
+    )
     p_risky, p_loyal = model.predict_proba(risky)[0], model.predict_proba(loyal)[0]
     assert p_risky > 0.5 > p_loyal
     assert model.predict_label([p_risky, p_loyal]) == ["Yes", "No"]

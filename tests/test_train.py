@@ -19,8 +19,13 @@ def test_model_files_and_metadata_contract(pipeline, params):
     assert meta["data_md5"] == files.file_digest(pipeline.raw, "md5")
     assert [f["name"] for f in meta["features"]] == params.schema_.features
     contract = next(f for f in meta["features"] if f["name"] == "contract")
-    assert contract == {"name": "contract", "dtype": "BYTES", "kind": "categorical", "nullable": False,
-                        "categories": ["Month-to-month", "One year", "Two year"]}
+    assert contract == {
+        "name": "contract",
+        "dtype": "BYTES",
+        "kind": "categorical",
+        "nullable": False,
+        "categories": ["Month-to-month", "One year", "Two year"],
+    }
     assert meta["label"] == {"column": "churn", "classes": ["No", "Yes"], "positive": "Yes"}
     assert meta["architecture"]["hidden"] == params.train.hidden
     assert len(meta["params_hash"]) == 64 and meta["decision_threshold"] == params.train.decision_threshold
@@ -41,15 +46,32 @@ def test_two_runs_give_byte_identical_weights(pipeline, params, tmp_path):
     assert meta["weights"]["sha256"] == again["weights"]["sha256"]
     assert (tmp_path / "a/model.safetensors").read_bytes() == (tmp_path / "b/model.safetensors").read_bytes()
     # and the same as the pipeline's own run of the same params
-    assert meta["weights"]["sha256"] == json.loads((pipeline.models / "model.json").read_text())["weights"]["sha256"]
+    assert (
+        meta["weights"]["sha256"]
+        == json.loads((pipeline.models / "model.json").read_text())["weights"]["sha256"]
+    )
 
 
 def test_seed_changes_the_weights(pipeline, params, tmp_path):
     other = params.train.model_copy(update={"seed": params.train.seed + 1, "epochs": 2})
     base = params.train.model_copy(update={"epochs": 2})
-    a = train.fit(*(train.load_split(pipeline.processed / f"{s}.parquet", _names(pipeline)) for s in ("train", "valid")), base)
-    b = train.fit(*(train.load_split(pipeline.processed / f"{s}.parquet", _names(pipeline)) for s in ("train", "valid")), other)
-    assert not all((x == y).all() for x, y in zip(a[0].state_dict().values(), b[0].state_dict().values(), strict=True))
+    a = train.fit(
+        *(
+            train.load_split(pipeline.processed / f"{s}.parquet", _names(pipeline))
+            for s in ("train", "valid")
+        ),
+        base,
+    )
+    b = train.fit(
+        *(
+            train.load_split(pipeline.processed / f"{s}.parquet", _names(pipeline))
+            for s in ("train", "valid")
+        ),
+        other,
+    )
+    assert not all(
+        (x == y).all() for x, y in zip(a[0].state_dict().values(), b[0].state_dict().values(), strict=True)
+    )
 
 
 def _names(pipeline) -> list[str]:
@@ -57,13 +79,16 @@ def _names(pipeline) -> list[str]:
 
 
 def test_early_stopping_keeps_the_best_epoch(pipeline, params):
-    splits = [train.load_split(pipeline.processed / f"{s}.parquet", _names(pipeline)) for s in ("train", "valid")]
+    splits = [
+        train.load_split(pipeline.processed / f"{s}.parquet", _names(pipeline)) for s in ("train", "valid")
+    ]
     p = params.train.model_copy(update={"epochs": 200})
     net, history = train.fit(*splits, p)
     best = min(history, key=lambda r: r["valid_loss"])
     assert len(history) < 200  # stopped early
     assert len(history) - best["epoch"] == p.early_stopping.patience
     import torch
+
     with torch.inference_mode():
         restored = float(torch.nn.functional.binary_cross_entropy_with_logits(net(splits[1].x), splits[1].y))
     assert restored == pytest.approx(best["valid_loss"], rel=1e-6)
@@ -72,9 +97,11 @@ def test_early_stopping_keeps_the_best_epoch(pipeline, params):
 def test_run_is_tracked_in_mlflow(pipeline, params):
     meta = json.loads((pipeline.models / "model.json").read_text())
     mlflow.set_tracking_uri(__import__("os").environ["MLFLOW_TRACKING_URI"])
-    runs = mlflow.search_runs(experiment_names=[params.train.experiment],
-                              filter_string=f"tags.weights_sha256 = '{meta['weights']['sha256']}'",
-                              output_format="list")
+    runs = mlflow.search_runs(
+        experiment_names=[params.train.experiment],
+        filter_string=f"tags.weights_sha256 = '{meta['weights']['sha256']}'",
+        output_format="list",
+    )
     assert runs, "the pipeline's training run is not in MLflow"
     run = runs[-1]
     assert run.data.params["train.lr"] == str(params.train.lr)

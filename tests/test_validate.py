@@ -70,7 +70,9 @@ def test_missing_column_and_too_few_rows(raw, tmp_path, params):
 
 def test_string_column_where_numbers_expected(raw, tmp_path, params):
     # the raw Kaggle CSV has total_charges as text with blanks: the contract demands numbers
-    data, report = corrupt(raw, tmp_path, lambda f: f.__setitem__("total_charges", f["total_charges"].astype(str)))
+    data, report = corrupt(
+        raw, tmp_path, lambda f: f.__setitem__("total_charges", f["total_charges"].astype(str))
+    )
     with pytest.raises(DataError, match="column 'total_charges' fails numeric_dtype"):
         validate.run(params.schema_, 5, data, report)
 

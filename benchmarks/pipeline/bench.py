@@ -24,8 +24,13 @@ TARGETS = {"cold_repro_s": 60.0, "noop_repro_s": 1.5, "train_loop_ratio": 1.1}
 
 
 def copy_repo(dest: Path) -> None:
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout.split("\0")
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\0")
     for name in filter(None, listed):
         if (REPO / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
@@ -59,7 +64,7 @@ def bare_loop(train, valid, params, epochs: int, validate: bool) -> None:
         net.train()
         perm = torch.randperm(n, generator=gen)
         for s in range(0, n, params.batch_size):
-            idx = perm[s:s + params.batch_size]
+            idx = perm[s : s + params.batch_size]
             opt.zero_grad()
             loss_fn(net(train.x[idx]).squeeze(-1), train.y[idx]).backward()
             opt.step()
@@ -78,19 +83,31 @@ def train_loop_bench(repo: Path, repeats: int) -> dict:
     tr, va = (train.load_split(repo / f"data/processed/{s}.parquet", names) for s in ("train", "valid"))
     _, history = train.fit(tr, va, params.train)  # warm-up; also fixes the epoch count for all loops
     epochs = len(history)
-    p = params.train.model_copy(update={"epochs": epochs, "early_stopping": params.train.early_stopping.model_copy(
-        update={"patience": epochs + 1})})  # same number of epochs in every loop
+    p = params.train.model_copy(
+        update={
+            "epochs": epochs,
+            "early_stopping": params.train.early_stopping.model_copy(update={"patience": epochs + 1}),
+        }
+    )  # same number of epochs in every loop
     times = {"project": [], "bare_with_validation": [], "bare_train_only": []}
     for _ in range(repeats):  # alternate so machine noise hits all loops alike
-        t = time.perf_counter(); train.fit(tr, va, p); times["project"].append(time.perf_counter() - t)
-        t = time.perf_counter(); bare_loop(tr, va, p, epochs, True)
+        t = time.perf_counter()
+        train.fit(tr, va, p)
+        times["project"].append(time.perf_counter() - t)
+        t = time.perf_counter()
+        bare_loop(tr, va, p, epochs, True)
         times["bare_with_validation"].append(time.perf_counter() - t)
-        t = time.perf_counter(); bare_loop(tr, va, p, epochs, False)
+        t = time.perf_counter()
+        bare_loop(tr, va, p, epochs, False)
         times["bare_train_only"].append(time.perf_counter() - t)
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
-        "epochs": epochs, "train_rows": len(tr.y), "threads": p.threads, "batch_size": p.batch_size,
-        "median_s": med, "runs_s": times,
+        "epochs": epochs,
+        "train_rows": len(tr.y),
+        "threads": p.threads,
+        "batch_size": p.batch_size,
+        "median_s": med,
+        "runs_s": times,
         "ratio_vs_bare_with_validation": med["project"] / med["bare_with_validation"],
         "ratio_vs_bare_train_only": med["project"] / med["bare_train_only"],
     }
@@ -104,16 +121,26 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         repo = Path(tmp) / "repo"
         copy_repo(repo)
-        env = dict(os.environ, DVC_NO_ANALYTICS="1", MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db",
-                   DVC_SITE_CACHE_DIR=f"{tmp}/dvc-site", PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}")
+        env = dict(
+            os.environ,
+            DVC_NO_ANALYTICS="1",
+            MLFLOW_TRACKING_URI=f"sqlite:///{tmp}/mlflow.db",
+            DVC_SITE_CACHE_DIR=f"{tmp}/dvc-site",
+            PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        )
         cold = timed(["dvc", "repro"], repo, env)
         noop = [timed(["dvc", "repro"], repo, env) for _ in range(args.repeats)]
         loop = train_loop_bench(repo, args.repeats)
     result = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
         "date": time.strftime("%Y-%m-%d"),
         "cold_repro_s": round(cold, 2),
-        "noop_repro_s": round(statistics.median(noop), 3), "noop_runs_s": [round(t, 3) for t in noop],
+        "noop_repro_s": round(statistics.median(noop), 3),
+        "noop_runs_s": [round(t, 3) for t in noop],
         "train_loop": loop,
         "train_loop_ratio": round(loop["ratio_vs_bare_with_validation"], 3),
         "targets": TARGETS,

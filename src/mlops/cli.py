@@ -24,15 +24,24 @@ log = logging.getLogger("mlops")
 
 class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        return json.dumps({"ts": round(record.created, 3), "level": record.levelname, "logger": record.name,
-                           "msg": record.getMessage()})
+        return json.dumps(
+            {
+                "ts": round(record.created, 3),
+                "level": record.levelname,
+                "logger": record.name,
+                "msg": record.getMessage(),
+            }
+        )
 
 
 def setup_logging(debug: bool, json_logs: bool) -> None:
     """Log to stderr (stdout is for machine-readable output only)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(_JsonFormatter() if json_logs else logging.Formatter(
-        "%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.setFormatter(
+        _JsonFormatter()
+        if json_logs
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    )
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if debug else logging.INFO)
@@ -64,8 +73,13 @@ def cmd_train(args: argparse.Namespace, params: Params) -> None:
     from mlops.files import json_digest
 
     used = {name: params.section(name) for name in ("schema", "featurize", "train")}
-    train.run(params.train, args.data_dir, args.model_dir, params_hash=json_digest(used),
-              logged_params={k: used[k] for k in ("featurize", "train")})
+    train.run(
+        params.train,
+        args.data_dir,
+        args.model_dir,
+        params_hash=json_digest(used),
+        logged_params={k: used[k] for k in ("featurize", "train")},
+    )
 
 
 def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
@@ -76,11 +90,94 @@ def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
         print(json.dumps(result["test"], sort_keys=True))
 
 
+def cmd_serve(args: argparse.Namespace, params: Params) -> None:
+    from mlops import serve
+
+    serve.run(
+        params.serve,
+        args.model_dir,
+        host=args.host,
+        port=args.port,
+        model_version=args.model_version,
+        json_logs=args.log_json,
+        debug=args.debug,
+    )
+
+
+def cmd_gate(args: argparse.Namespace, params: Params) -> None:
+    from mlops import gate
+
+    result = gate.run(
+        params.gate,
+        params.evaluate,
+        args.model_dir,
+        args.data,
+        args.test,
+        args.metrics,
+        args.champion,
+        args.out,
+        args.markdown,
+        fail=not args.no_fail,
+    )
+    if args.json:
+        print(json.dumps({"passed": result["passed"], "failed": result["failed"]}, sort_keys=True))
+
+
+def cmd_register(args: argparse.Namespace, params: Params) -> None:
+    from mlops import registry
+
+    result = registry.register(
+        args.model_dir,
+        args.gate,
+        args.metrics,
+        args.dvc_lock,
+        params.train.experiment,
+        name=args.name,
+        allow_failed=args.allow_failed,
+    )
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+
+
+def cmd_report(args: argparse.Namespace, params: Params) -> None:
+    from mlops import forge, report
+
+    text = report.build(
+        args.gate,
+        args.metrics,
+        args.plots_dir,
+        args.model_dir,
+        args.champion,
+        args.out,
+        params.section("train"),
+        args.target or report.target_branch(),
+        Path.cwd(),
+    )
+    if args.post:
+        outcome = forge.post(text)
+        if outcome["action"] == "skipped":
+            print(
+                f"mlops report: not posted: {outcome['reason']}; the report is in {args.out}", file=sys.stderr
+            )
+        else:
+            log.info("report: %s comment %s on %s", outcome["action"], outcome["id"], outcome["forge"])
+
+
+def cmd_fetch_model(args: argparse.Namespace, params: Params | None) -> None:
+    from mlops import registry
+
+    result = registry.fetch_model(args.name, args.version, args.dest)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; path options default to the paths declared in dvc.yaml."""
     parser = argparse.ArgumentParser(prog="mlops", description=__doc__.split("\n")[0])
     parser.add_argument("--version", action="version", version=f"mlops {__version__}")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="params file (default %(default)s)")
+    parser.add_argument(
+        "--params", type=Path, default=Path("params.yaml"), help="params file (default %(default)s)"
+    )
     parser.add_argument("--debug", action="store_true", help="debug logs and tracebacks")
     parser.add_argument("--log-json", action="store_true", help="JSON log lines on stderr")
     sub = parser.add_subparsers(dest="command", required=True, metavar="<command>")
@@ -93,7 +190,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("ingest", cmd_ingest, "collect the raw table from the configured source")
     p.add_argument("--out", type=Path, default=Path("data/raw/data.parquet"))
 
-    p = add("validate", cmd_validate, "check the raw table against params.yaml `schema` (exit 3 on violation)")
+    p = add(
+        "validate", cmd_validate, "check the raw table against params.yaml `schema` (exit 3 on violation)"
+    )
     p.add_argument("--data", type=Path, default=Path("data/raw/data.parquet"))
     p.add_argument("--report", type=Path, default=Path("reports/validation.json"))
 
@@ -113,6 +212,90 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"))
     p.add_argument("--plots-dir", type=Path, default=Path("reports/plots"))
     p.add_argument("--json", action="store_true", help="print the test metrics as JSON on stdout")
+
+    p = add("serve", cmd_serve, "serve the model over the Open Inference Protocol (REST) with /metrics")
+    p.add_argument("--model-dir", type=Path, default=Path("models"))
+    p.add_argument(
+        "--host", default="127.0.0.1", help="bind address (default %(default)s; 0.0.0.0 in a container)"
+    )
+    p.add_argument("--port", type=int, default=8080)
+    p.add_argument(
+        "--model-version",
+        default=None,
+        help="version reported by the API and /metrics (default: env MLOPS_MODEL_VERSION, else the "
+        "first 12 hex digits of the weights sha256)",
+    )
+
+    p = add(
+        "gate",
+        cmd_gate,
+        "check the candidate against params.yaml `gate` and the champion (exit 4 on failure)",
+    )
+    p.add_argument("--model-dir", type=Path, default=Path("models"))
+    p.add_argument("--data", type=Path, default=Path("data/raw/data.parquet"))
+    p.add_argument("--test", type=Path, default=Path("data/processed/test.parquet"))
+    p.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"))
+    p.add_argument(
+        "--champion",
+        type=Path,
+        default=Path("deploy/envs/production/model.yaml"),
+        help="promotion record of the champion; missing = no champion (default %(default)s)",
+    )
+    p.add_argument("--out", type=Path, default=Path("reports/gate.json"))
+    p.add_argument("--markdown", type=Path, default=Path("reports/gate.md"))
+    p.add_argument("--no-fail", action="store_true", help="exploratory run: report failures but exit 0")
+    p.add_argument("--json", action="store_true", help="print the verdict as JSON on stdout")
+
+    p = add(
+        "register",
+        cmd_register,
+        "register models/ in the MLflow registry, alias `candidate` (exit 6 if the gate did not pass)",
+    )
+    p.add_argument("--model-dir", type=Path, default=Path("models"))
+    p.add_argument("--gate", type=Path, default=Path("reports/gate.json"))
+    p.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"))
+    p.add_argument("--dvc-lock", type=Path, default=Path("dvc.lock"))
+    p.add_argument("--name", default=None, help="registered model name (default: the name in model.json)")
+    p.add_argument(
+        "--allow-failed", action="store_true", help="register even if the gate failed (tag gate=failed)"
+    )
+    p.add_argument("--json", action="store_true", help="print {name, version, uri, gate, created} on stdout")
+
+    p = add(
+        "report", cmd_report, "write the merge-request review report; --post comments it on GitHub/GitLab"
+    )
+    p.add_argument("--gate", type=Path, default=Path("reports/gate.json"))
+    p.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"))
+    p.add_argument("--plots-dir", type=Path, default=Path("reports/plots"))
+    p.add_argument("--model-dir", type=Path, default=Path("models"))
+    p.add_argument("--champion", type=Path, default=Path("deploy/envs/production/model.yaml"))
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("reports/review/report.md"),
+        help="markdown report; PNG plots go to plots/ next to it (default %(default)s)",
+    )
+    p.add_argument(
+        "--target",
+        default=None,
+        help="git revision to diff metrics and params against (default: the CI's merge target "
+        "branch as origin/<branch>, else main)",
+    )
+    p.add_argument(
+        "--post", action="store_true", help="create or update the one comment on the merge request"
+    )
+
+    p = add(
+        "fetch-model",
+        cmd_fetch_model,
+        "download a registered model version, verify its sha256, place it "
+        "atomically (exit 5 missing, 6 checksum mismatch)",
+    )
+    p.set_defaults(needs_params=False)
+    p.add_argument("--name", required=True, help="registered model name")
+    p.add_argument("--version", required=True, help="version number or alias")
+    p.add_argument("--dest", type=Path, required=True, help="target directory (created if missing)")
+    p.add_argument("--json", action="store_true", help="print {name, version, sha256, dest} on stdout")
     return parser
 
 
@@ -126,7 +309,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.debug, args.log_json)
     started = time.perf_counter()
     try:
-        params = load_params(args.params)
+        # commands that need no params (fetch-model runs in an init container without params.yaml)
+        params = load_params(args.params) if getattr(args, "needs_params", True) else None
         args.func(args, params)
     except MlopsError as e:
         if args.debug:
@@ -139,8 +323,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001 - the one place unexpected errors become exit 1
         if args.debug:
             log.exception("%s failed", args.command)
-        print(f"mlops {args.command}: unexpected error: {type(e).__name__}: {e} (rerun with --debug)",
-              file=sys.stderr)
+        print(
+            f"mlops {args.command}: unexpected error: {type(e).__name__}: {e} (rerun with --debug)",
+            file=sys.stderr,
+        )
         return 1
     log.debug("%s done in %.2fs", args.command, time.perf_counter() - started)
     return 0

@@ -167,6 +167,100 @@ class EvaluateParams(Section):
     min_slice_rows: PositiveInt
 
 
+# ---------------------------------------------------------------- gate
+METRICS = ("roc_auc", "pr_auc", "f1", "precision", "recall", "accuracy", "log_loss", "ece")
+"""The metrics `evaluate` computes; the gate's rules name them."""
+
+NonNegative = Annotated[float, Field(ge=0.0)]
+
+
+def _known_metrics(where: str, names: dict[str, float]) -> None:
+    for name in names:
+        if name not in METRICS:
+            raise ValueError(f"{where}.{name}: unknown metric (expected one of {', '.join(METRICS)})")
+
+
+class MetricBounds(Section):
+    """Absolute bounds on the test metrics: metric -> minimum, metric -> maximum (either may be empty)."""
+
+    min: dict[str, float]
+    max: dict[str, float]
+
+
+class SliceBounds(Section):
+    """Minimums every business slice evaluated with metrics must reach: metric -> minimum."""
+
+    min: dict[str, float]
+
+
+class BootstrapParams(Section):
+    """The seeded paired bootstrap behind the champion comparison."""
+
+    samples: Annotated[int, Field(ge=100)]
+    confidence: Fraction
+    seed: int
+
+
+class ChampionParams(Section):
+    """Comparison with the production champion: metric -> largest regression tolerated (metric units)."""
+
+    max_regression: dict[str, NonNegative]
+    bootstrap: BootstrapParams
+
+
+class LatencyParams(Section):
+    """CPU inference latency budgets (p95 over `repeats` timed calls after `warmup` untimed ones)."""
+
+    p95_ms_single: Annotated[float, Field(gt=0.0)]
+    p95_ms_batch: Annotated[float, Field(gt=0.0)]
+    batch_rows: PositiveInt
+    repeats: PositiveInt
+    warmup: Annotated[int, Field(ge=0)]
+    threads: PositiveInt
+
+
+class GateParams(Section):
+    """`gate`: the rules a candidate model must pass before it may be registered and promoted."""
+
+    metrics: MetricBounds
+    slices: SliceBounds
+    champion: ChampionParams
+    latency: LatencyParams
+    max_model_bytes: PositiveInt
+
+    @model_validator(mode="after")
+    def _metric_names(self) -> GateParams:
+        _known_metrics("gate.metrics.min", self.metrics.min)
+        _known_metrics("gate.metrics.max", self.metrics.max)
+        _known_metrics("gate.slices.min", self.slices.min)
+        _known_metrics("gate.champion.max_regression", self.champion.max_regression)
+        return self
+
+
+class PredictionLogParams(Section):
+    """`serve.prediction_log`: sampled, non-blocking log of inputs and outputs for drift monitoring."""
+
+    rate: Annotated[float, Field(ge=0.0, le=1.0)]
+    dir: str
+    max_file_bytes: PositiveInt
+    flush_interval_s: Annotated[float, Field(gt=0.0)]
+    queue_size: PositiveInt
+
+
+class ServeParams(Section):
+    """`serve`: the Open Inference Protocol model server (throughput, limits, shutdown, prediction log)."""
+
+    workers: PositiveInt
+    torch_threads: PositiveInt
+    max_batch_size: PositiveInt
+    max_wait_ms: Annotated[float, Field(ge=0.0)]
+    queue_size: PositiveInt
+    max_body_bytes: PositiveInt
+    grace_period_s: Annotated[float, Field(gt=0.0)]
+    keep_alive_s: PositiveInt
+    prediction_log: PredictionLogParams
+
+
 class Params(Section):
     """The whole params.yaml."""
 
@@ -176,6 +270,8 @@ class Params(Section):
     featurize: FeaturizeParams
     train: TrainParams
     evaluate: EvaluateParams
+    gate: GateParams
+    serve: ServeParams
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
 

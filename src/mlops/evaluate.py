@@ -65,8 +65,9 @@ def slice_keys(frame: pd.DataFrame, column: str, bins: list[float] | None) -> pd
     return bands.map(lambda b: f"[{b.left:g}, {b.right:g})" if isinstance(b, pd.Interval) else "out_of_bins")
 
 
-def slice_scores(frame: pd.DataFrame, y: np.ndarray, p: np.ndarray, threshold: float,
-                 params: EvaluateParams) -> dict[str, dict[str, Any]]:
+def slice_scores(
+    frame: pd.DataFrame, y: np.ndarray, p: np.ndarray, threshold: float, params: EvaluateParams
+) -> dict[str, dict[str, Any]]:
     """Per-slice metrics; slices under `min_slice_rows` report only their size and positive rate."""
     out: dict[str, dict[str, Any]] = {}
     for spec in params.slices:
@@ -82,8 +83,9 @@ def slice_scores(frame: pd.DataFrame, y: np.ndarray, p: np.ndarray, threshold: f
     return out
 
 
-def plot_data(y: np.ndarray, p: np.ndarray, threshold: float, classes: list[str],
-              bins: int) -> dict[str, list[dict[str, Any]]]:
+def plot_data(
+    y: np.ndarray, p: np.ndarray, threshold: float, classes: list[str], bins: int
+) -> dict[str, list[dict[str, Any]]]:
     """Rows for the DVC plots: ROC, precision-recall, confusion matrix, calibration."""
     fpr, tpr, roc_thr = skm.roc_curve(y, p)
     precision, recall, _ = skm.precision_recall_curve(y, p)
@@ -91,17 +93,26 @@ def plot_data(y: np.ndarray, p: np.ndarray, threshold: float, classes: list[str]
     pred = p >= threshold
     which = np.minimum((p * bins).astype(int), bins - 1)
     calibration = [
-        {"bin": b, "mean_predicted": float(p[which == b].mean()), "fraction_positive": float(y[which == b].mean()),
-         "rows": int((which == b).sum())}
-        for b in range(bins) if (which == b).any()
+        {
+            "bin": b,
+            "mean_predicted": float(p[which == b].mean()),
+            "fraction_positive": float(y[which == b].mean()),
+            "rows": int((which == b).sum()),
+        }
+        for b in range(bins)
+        if (which == b).any()
     ]
     return {
         # roc_curve's first threshold is +inf; strict JSON has no Infinity, so it is written as null
-        "roc": [{"fpr": float(a), "tpr": float(b), "threshold": float(t) if np.isfinite(t) else None}
-                for a, b, t in zip(fpr, tpr, roc_thr, strict=True)],
+        "roc": [
+            {"fpr": float(a), "tpr": float(b), "threshold": float(t) if np.isfinite(t) else None}
+            for a, b, t in zip(fpr, tpr, roc_thr, strict=True)
+        ],
         "pr": [{"recall": float(r), "precision": float(q)} for r, q in zip(recall, precision, strict=True)],
-        "confusion": [{"actual": pos if a else neg, "predicted": pos if b else neg}
-                      for a, b in zip(y.astype(bool), pred, strict=True)],
+        "confusion": [
+            {"actual": pos if a else neg, "predicted": pos if b else neg}
+            for a, b in zip(y.astype(bool), pred, strict=True)
+        ],
         "calibration": calibration,
     }
 
@@ -116,8 +127,9 @@ def test_rows(data: Path, test: Path, id_column: str) -> pd.DataFrame:
     return rows
 
 
-def run(params: EvaluateParams, model_dir: Path, data: Path, test: Path, metrics_path: Path,
-        plots_dir: Path) -> dict[str, Any]:
+def run(
+    params: EvaluateParams, model_dir: Path, data: Path, test: Path, metrics_path: Path, plots_dir: Path
+) -> dict[str, Any]:
     """Score the test split and write metrics and plot data.
 
     Args:
@@ -143,10 +155,12 @@ def run(params: EvaluateParams, model_dir: Path, data: Path, test: Path, metrics
         "threshold": model.threshold,
     }
     files.write_json(metrics_path, result)
-    for name, points in plot_data(y, p, model.threshold, meta["label"]["classes"],
-                                  params.calibration_bins).items():
+    for name, points in plot_data(
+        y, p, model.threshold, meta["label"]["classes"], params.calibration_bins
+    ).items():
         files.write_json(plots_dir / f"{name}.json", points)
     t = result["test"]
-    log.info("evaluate: %d test rows, ROC AUC %.4f, F1 %.4f -> %s", t["rows"], t["roc_auc"], t["f1"], metrics_path)
+    log.info(
+        "evaluate: %d test rows, ROC AUC %.4f, F1 %.4f -> %s", t["rows"], t["roc_auc"], t["f1"], metrics_path
+    )
     return result
-

@@ -46,15 +46,26 @@ def feature_spec(schema: SchemaParams) -> list[dict[str, Any]]:
     """The model's input contract: name, dtype, allowed categories or range, nullability."""
     spec: list[dict[str, Any]] = []
     for name, col in schema.numeric.items():
-        spec.append({
-            "name": name, "dtype": "INT64" if col.integer else "FP64", "kind": "numeric",
-            "min": col.min, "max": col.max, "nullable": col.nullable,
-        })
+        spec.append(
+            {
+                "name": name,
+                "dtype": "INT64" if col.integer else "FP64",
+                "kind": "numeric",
+                "min": col.min,
+                "max": col.max,
+                "nullable": col.nullable,
+            }
+        )
     for name, col in schema.categorical.items():
-        spec.append({
-            "name": name, "dtype": "BYTES", "kind": "categorical",
-            "categories": list(col.categories), "nullable": col.nullable,
-        })
+        spec.append(
+            {
+                "name": name,
+                "dtype": "BYTES",
+                "kind": "categorical",
+                "categories": list(col.categories),
+                "nullable": col.nullable,
+            }
+        )
     return spec
 
 
@@ -110,8 +121,11 @@ def run(schema: SchemaParams, params: FeaturizeParams, data: Path, validation: P
         "feature_names": pre.feature_names,
         "features": feature_spec(schema),
         "id": schema.id,
-        "label": {"column": schema.label.column, "classes": schema.label.classes,
-                  "positive": schema.label.positive},
+        "label": {
+            "column": schema.label.column,
+            "classes": schema.label.classes,
+            "positive": schema.label.positive,
+        },
         "splits": balance,
         "data_md5": raw_md5,
     }

@@ -120,7 +120,9 @@ def collect(params: IngestParams) -> pd.DataFrame:
         frame = read_sql(params.sql)
     missing = [c for c in params.rename if c not in frame.columns]
     if missing:
-        raise DataError(f"ingest.rename: source has no column {missing[0]!r} (columns: {list(frame.columns)})")
+        raise DataError(
+            f"ingest.rename: source has no column {missing[0]!r} (columns: {list(frame.columns)})"
+        )
     return frame.rename(columns=params.rename).reset_index(drop=True)
 
 

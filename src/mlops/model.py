@@ -53,8 +53,10 @@ class MLP(nn.Module):
 def build(architecture: Mapping[str, Any]) -> MLP:
     """Build the network described by model.json's `architecture`."""
     return MLP(
-        architecture["input_dim"], list(architecture["hidden"]),
-        architecture["activation"], architecture["dropout"],
+        architecture["input_dim"],
+        list(architecture["hidden"]),
+        architecture["activation"],
+        architecture["dropout"],
     )
 
 

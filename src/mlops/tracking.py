@@ -29,8 +29,9 @@ def configure(experiment: str) -> str:
         exp_id = found.experiment_id
     else:
         location = None
-        if uri.startswith("sqlite:"):  # embedded store: keep artifacts in the workspace too
-            location = Path(DEFAULT_ARTIFACTS).resolve().as_uri()
+        if uri.startswith("sqlite:///"):  # embedded store: artifacts live next to the database file
+            db = Path(uri.removeprefix("sqlite:///"))
+            location = (db.resolve().parent / DEFAULT_ARTIFACTS).as_uri()
         exp_id = mlflow.create_experiment(experiment, artifact_location=location)
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id

@@ -7,9 +7,11 @@ per-epoch metrics and the model files to MLflow (and TensorBoard when `train.ten
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -80,7 +82,7 @@ def fit(train: Split, valid: Split, params: TrainParams) -> tuple[model_lib.MLP,
         perm = torch.randperm(n, generator=order)
         total = torch.zeros(())
         for start in range(0, n, bs):
-            idx = perm[start:start + bs]
+            idx = perm[start : start + bs]
             opt.zero_grad(set_to_none=True)
             loss = loss_fn(net(train.x[idx]), train.y[idx])
             loss.backward()
@@ -112,8 +114,13 @@ def _flatten(prefix: str, data: Any) -> dict[str, Any]:
     return {prefix: json.dumps(data) if isinstance(data, list) else data}
 
 
-def track(params: TrainParams, logged_params: dict[str, Any], meta: dict[str, Any],
-          history: list[dict[str, float]], model_dir: Path) -> str:
+def track(
+    params: TrainParams,
+    logged_params: dict[str, Any],
+    meta: dict[str, Any],
+    history: list[dict[str, float]],
+    model_dir: Path,
+) -> str:
     """Log one MLflow run: params, tags, per-epoch metrics, model files. Returns the run id."""
     import mlflow
     from mlflow.entities import Metric
@@ -121,21 +128,36 @@ def track(params: TrainParams, logged_params: dict[str, Any], meta: dict[str, An
     from mlops import tracking
 
     tracking.configure(params.experiment)
-    with mlflow.start_run(run_name=f"train-{meta['weights']['sha256'][:8]}") as active:
+    # MLflow prints "View run at ..." links on stdout, which is reserved for machine-readable output
+    with (
+        contextlib.redirect_stdout(sys.stderr),
+        mlflow.start_run(run_name=f"train-{meta['weights']['sha256'][:8]}") as active,
+    ):
         mlflow.log_params(_flatten("", logged_params))
-        mlflow.set_tags({
-            "params_hash": meta["params_hash"], "data_md5": meta["data_md5"],
-            "weights_sha256": meta["weights"]["sha256"], "model_name": meta["name"],
-        })
+        mlflow.set_tags(
+            {
+                "params_hash": meta["params_hash"],
+                "data_md5": meta["data_md5"],
+                "weights_sha256": meta["weights"]["sha256"],
+                "model_name": meta["name"],
+            }
+        )
         # one batched call instead of one round trip per epoch keeps tracking out of the training loop
         ts = int(active.info.start_time)
-        metrics = [Metric(key, float(row[key]), ts, int(row["epoch"]))
-                   for row in history for key in ("train_loss", "valid_loss")]
+        metrics = [
+            Metric(key, float(row[key]), ts, int(row["epoch"]))
+            for row in history
+            for key in ("train_loss", "valid_loss")
+        ]
         client = mlflow.tracking.MlflowClient()
         for i in range(0, len(metrics), 500):
-            client.log_batch(active.info.run_id, metrics=metrics[i:i + 500], synchronous=True)
-        mlflow.log_metrics({"best_valid_loss": meta["training"]["best_valid_loss"],
-                            "best_epoch": meta["training"]["best_epoch"]})
+            client.log_batch(active.info.run_id, metrics=metrics[i : i + 500], synchronous=True)
+        mlflow.log_metrics(
+            {
+                "best_valid_loss": meta["training"]["best_valid_loss"],
+                "best_epoch": meta["training"]["best_epoch"],
+            }
+        )
         mlflow.log_artifacts(str(model_dir), artifact_path="model")
         return active.info.run_id
 
@@ -145,14 +167,22 @@ def write_tensorboard(history: list[dict[str, float]], log_dir: Path) -> None:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError as e:
-        raise DataError("train.tensorboard: true needs the tensorboard package (pip install .[tensorboard])") from e
+        raise DataError(
+            "train.tensorboard: true needs the tensorboard package (pip install .[tensorboard])"
+        ) from e
     with SummaryWriter(log_dir=str(log_dir)) as writer:
         for row in history:
             writer.add_scalars("loss", {"train": row["train_loss"], "valid": row["valid_loss"]}, row["epoch"])
 
 
-def run(params: TrainParams, data_dir: Path, model_dir: Path, params_hash: str,
-        logged_params: dict[str, Any], tensorboard_dir: Path = Path("logs/tensorboard")) -> dict[str, Any]:
+def run(
+    params: TrainParams,
+    data_dir: Path,
+    model_dir: Path,
+    params_hash: str,
+    logged_params: dict[str, Any],
+    tensorboard_dir: Path = Path("logs/tensorboard"),
+) -> dict[str, Any]:
     """Train on data/processed and write the model artifact; track the run in MLflow.
 
     Args:
@@ -176,25 +206,42 @@ def run(params: TrainParams, data_dir: Path, model_dir: Path, params_hash: str,
     train, valid = (load_split(data_dir / f"{s}.parquet", names) for s in ("train", "valid"))
     net, history = fit(train, valid, params)
     best = min(history, key=lambda r: r["valid_loss"])
-    meta = model_lib.save(model_dir, net, {
-        "name": params.model_name,
-        "task": "binary-classification",
-        "framework": {"torch": torch.__version__.split("+")[0]},
-        "architecture": {"input_dim": train.x.shape[1], "hidden": list(params.hidden),
-                         "activation": params.activation, "dropout": params.dropout},
-        "features": state["features"],
-        "feature_names": names,
-        "preprocessing": state["preprocessing"],
-        "id": state["id"],
-        "label": state["label"],
-        "decision_threshold": params.decision_threshold,
-        "params_hash": params_hash,
-        "data_md5": state["data_md5"],
-        "training": {"epochs_run": len(history), "best_epoch": int(best["epoch"]),
-                     "best_valid_loss": best["valid_loss"], "train_rows": len(train.y)},
-    })
-    log.info("train: %d epochs, best epoch %d (valid loss %.4f), weights sha256 %s",
-             len(history), best["epoch"], best["valid_loss"], meta["weights"]["sha256"][:12])
+    meta = model_lib.save(
+        model_dir,
+        net,
+        {
+            "name": params.model_name,
+            "task": "binary-classification",
+            "framework": {"torch": torch.__version__.split("+")[0]},
+            "architecture": {
+                "input_dim": train.x.shape[1],
+                "hidden": list(params.hidden),
+                "activation": params.activation,
+                "dropout": params.dropout,
+            },
+            "features": state["features"],
+            "feature_names": names,
+            "preprocessing": state["preprocessing"],
+            "id": state["id"],
+            "label": state["label"],
+            "decision_threshold": params.decision_threshold,
+            "params_hash": params_hash,
+            "data_md5": state["data_md5"],
+            "training": {
+                "epochs_run": len(history),
+                "best_epoch": int(best["epoch"]),
+                "best_valid_loss": best["valid_loss"],
+                "train_rows": len(train.y),
+            },
+        },
+    )
+    log.info(
+        "train: %d epochs, best epoch %d (valid loss %.4f), weights sha256 %s",
+        len(history),
+        best["epoch"],
+        best["valid_loss"],
+        meta["weights"]["sha256"][:12],
+    )
     if params.tensorboard:
         write_tensorboard(history, tensorboard_dir / meta["weights"]["sha256"][:12])
     run_id = track(params, logged_params, meta, history, model_dir)

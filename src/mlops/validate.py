@@ -52,7 +52,9 @@ def build_schema(schema: SchemaParams):  # -> pandera.pandas.DataFrameSchema
     for name, spec in schema.numeric.items():
         checks = [
             pa.Check(numeric_dtype, name="numeric_dtype"),
-            pa.Check(lambda s, lo=spec.min, hi=spec.max: s.between(lo, hi), name=f"range[{spec.min}, {spec.max}]"),
+            pa.Check(
+                lambda s, lo=spec.min, hi=spec.max: s.between(lo, hi), name=f"range[{spec.min}, {spec.max}]"
+            ),
         ]
         if spec.integer:
             checks.append(pa.Check(whole, name="integer"))
@@ -91,15 +93,25 @@ def check(frame: pd.DataFrame, schema: SchemaParams, max_examples: int) -> list[
         index = sorted(int(i) for i in group["index"].dropna().tolist())[:max_examples]  # first rows first
         if index:
             group = group.set_index(group["index"].astype("Int64")).loc[index]
-        row_ids = [ids.iloc[i].item() if hasattr(ids.iloc[i], "item") else ids.iloc[i] for i in index] if (
-            ids is not None and index
-        ) else []
-        values = [None if pd.isna(v) else (v.item() if hasattr(v, "item") else v)
-                  for v in group["failure_case"].tolist()[:max_examples]]
-        failures.append({
-            "column": column, "rule": rule, "count": int(len(group)),
-            "example_rows": index, "example_ids": row_ids, "example_values": values,
-        })
+        row_ids = (
+            [ids.iloc[i].item() if hasattr(ids.iloc[i], "item") else ids.iloc[i] for i in index]
+            if (ids is not None and index)
+            else []
+        )
+        values = [
+            None if pd.isna(v) else (v.item() if hasattr(v, "item") else v)
+            for v in group["failure_case"].tolist()[:max_examples]
+        ]
+        failures.append(
+            {
+                "column": column,
+                "rule": rule,
+                "count": int(len(group)),
+                "example_rows": index,
+                "example_ids": row_ids,
+                "example_values": values,
+            }
+        )
     return failures
 
 
@@ -108,7 +120,9 @@ def summarise(failures: list[dict[str, Any]]) -> str:
     parts = []
     for f in failures:
         where = f" (ids {f['example_ids']})" if f["example_ids"] else ""
-        vals = f" values {f['example_values']}" if f["example_values"] and f["rule"] != "column_present" else ""
+        vals = (
+            f" values {f['example_values']}" if f["example_values"] and f["rule"] != "column_present" else ""
+        )
         parts.append(f"column '{f['column']}' fails {f['rule']} in {f['count']} row(s){where}{vals}")
     return "; ".join(parts)
 

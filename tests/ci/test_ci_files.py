@@ -12,7 +12,6 @@ import yaml
 
 from conftest import REPO, tool
 
-
 TRIGGERS = ("merge_request", "main", "schedule")
 MAKE_CALL = re.compile(r"^make (ci-[a-z-]+)$")
 WORKFLOWS = REPO / ".github/workflows"
@@ -37,7 +36,9 @@ def github_targets() -> dict[str, set[str]]:
         doc = yaml.safe_load(path.read_text())
         for name, job in doc["jobs"].items():
             runs = [s["run"].strip() for s in job["steps"] if "run" in s]
-            assert len(runs) == 1 and MAKE_CALL.match(runs[0]), f"{path.name}:{name}: body must be one make ci-* call"
+            assert len(runs) == 1 and MAKE_CALL.match(runs[0]), (
+                f"{path.name}:{name}: body must be one make ci-* call"
+            )
             for trigger in github_triggers(doc):
                 by_trigger[trigger].add(MAKE_CALL.match(runs[0]).group(1))
     return by_trigger
@@ -45,7 +46,12 @@ def github_targets() -> dict[str, set[str]]:
 
 # ------------------------------------------------------------------ GitLab CI
 GITLAB_SHAPES = {
-    "merge_request": ["--variable", "CI_PIPELINE_SOURCE=merge_request_event", "--unset-variable", "CI_COMMIT_BRANCH"],
+    "merge_request": [
+        "--variable",
+        "CI_PIPELINE_SOURCE=merge_request_event",
+        "--unset-variable",
+        "CI_COMMIT_BRANCH",
+    ],
     "main": ["--variable", "CI_PIPELINE_SOURCE=push", "--variable", "CI_COMMIT_BRANCH=main"],
     "schedule": ["--variable", "CI_PIPELINE_SOURCE=schedule", "--variable", "CI_COMMIT_BRANCH=main"],
 }
@@ -54,12 +60,18 @@ GITLAB_SHAPES = {
 def gitlab_jobs(trigger: str, cwd) -> list[str]:
     """Jobs gitlab-ci-local would run for a pipeline of this shape (it evaluates workflow and job rules)."""
     env = dict(os.environ, GCL_IGNORE_PREDEFINED_VARS="CI_PIPELINE_SOURCE,CI_COMMIT_BRANCH")
-    proc = subprocess.run([tool("gitlab-ci-local"), "--list-csv", *GITLAB_SHAPES[trigger]], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [tool("gitlab-ci-local"), "--list-csv", *GITLAB_SHAPES[trigger]],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("name;stage;"))
-    return [line.split(";")[0] for line in lines[header + 1:] if ";" in line]
+    return [line.split(";")[0] for line in lines[header + 1 :] if ";" in line]
 
 
 def gitlab_targets(tmp_path) -> dict[str, set[str]]:
@@ -75,7 +87,9 @@ def gitlab_targets(tmp_path) -> dict[str, set[str]]:
         targets = set()
         for job in gitlab_jobs(trigger, work):
             script = doc[job]["script"]
-            assert len(script) == 1 and MAKE_CALL.match(script[0]), f".gitlab-ci.yml:{job}: one make ci-* call"
+            assert len(script) == 1 and MAKE_CALL.match(script[0]), (
+                f".gitlab-ci.yml:{job}: one make ci-* call"
+            )
             targets.add(MAKE_CALL.match(script[0]).group(1))
         by_trigger[trigger] = targets
     return by_trigger
@@ -89,7 +103,7 @@ def block(text: str, start: int) -> str:
     for j in range(i, len(text)):
         depth += {"{": 1, "}": -1}.get(text[j], 0)
         if depth == 0:
-            return text[i + 1:j]
+            return text[i + 1 : j]
     raise AssertionError("unbalanced braces in Jenkinsfile")
 
 
@@ -107,7 +121,11 @@ def jenkins_stages() -> dict[str, tuple[str, str]]:
 
 def jenkins_runs_on(when: str, trigger: str) -> bool:
     """Evaluate the `when` conditions this pipeline uses, for a build of the given shape."""
-    facts = {"merge_request": (True, False, False), "main": (False, True, False), "schedule": (False, True, True)}
+    facts = {
+        "merge_request": (True, False, False),
+        "main": (False, True, False),
+        "schedule": (False, True, True),
+    }
     change_request, on_main, timer = facts[trigger]
     expr = when.replace(";", " ")
     expr = expr.replace("changeRequest()", str(change_request)).replace("branch 'main'", str(on_main))
@@ -115,8 +133,12 @@ def jenkins_runs_on(when: str, trigger: str) -> bool:
     expr = re.sub(r"expression\s*\{[^}]*\}", "True", expr)  # build-result guards: true on a green build
     expr = re.sub(r"not\s*\{\s*(True|False)\s*\}", lambda m: str(m.group(1) != "True"), expr)
     for _ in range(5):
-        expr = re.sub(r"anyOf\s*\{([^{}]*)\}", lambda m: str(any(w == "True" for w in m.group(1).split())), expr)
-        expr = re.sub(r"allOf\s*\{([^{}]*)\}", lambda m: str(all(w == "True" for w in m.group(1).split())), expr)
+        expr = re.sub(
+            r"anyOf\s*\{([^{}]*)\}", lambda m: str(any(w == "True" for w in m.group(1).split())), expr
+        )
+        expr = re.sub(
+            r"allOf\s*\{([^{}]*)\}", lambda m: str(all(w == "True" for w in m.group(1).split())), expr
+        )
         expr = re.sub(r"not\s*\{\s*(True|False)\s*\}", lambda m: str(m.group(1) != "True"), expr)
     words = expr.split()
     assert words and all(w in ("True", "False") for w in words), f"unsupported when: {when!r} -> {expr!r}"
@@ -158,14 +180,18 @@ def test_no_threshold_or_tool_version_in_ci_yaml():
     for path in [*WORKFLOWS.glob("*.yml"), REPO / ".gitlab-ci.yml", REPO / "Jenkinsfile"]:
         text = path.read_text()
         assert not re.search(r"(roc_auc|threshold|min_)\w*\s*[:=]\s*0?\.\d", text), path
-        assert not re.search(r"pip install|npm (install|ci)|==\d", text), f"{path}: installs belong in the Makefile"
+        assert not re.search(r"pip install|npm (install|ci)|==\d", text), (
+            f"{path}: installs belong in the Makefile"
+        )
 
 
 def test_github_actions_pinned_by_sha_with_version_comment():
     for path in WORKFLOWS.glob("*.yml"):
         for line in path.read_text().splitlines():
             if "uses:" in line:
-                assert re.search(r"uses: [\w.-]+/[\w.-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+$", line.strip(" -")), line
+                assert re.search(r"uses: [\w.-]+/[\w.-]+@[0-9a-f]{40} # v\d+\.\d+\.\d+$", line.strip(" -")), (
+                    line
+                )
 
 
 def test_github_jobs_are_least_privilege_with_timeouts():
@@ -182,9 +208,13 @@ def test_actionlint_and_schemas_accept_the_workflows():
     files = [str(p) for p in sorted(WORKFLOWS.glob("*.yml"))]
     lint = subprocess.run([tool("actionlint"), *files], capture_output=True, text=True)
     assert lint.returncode == 0, lint.stdout + lint.stderr
-    for schema, targets in (("vendor.github-workflows", files), ("vendor.gitlab-ci", [str(REPO / ".gitlab-ci.yml")])):
-        proc = subprocess.run([tool("check-jsonschema"), "--builtin-schema", schema, *targets],
-                              capture_output=True, text=True)
+    for schema, targets in (
+        ("vendor.github-workflows", files),
+        ("vendor.gitlab-ci", [str(REPO / ".gitlab-ci.yml")]),
+    ):
+        proc = subprocess.run(
+            [tool("check-jsonschema"), "--builtin-schema", schema, *targets], capture_output=True, text=True
+        )
         assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -222,8 +252,20 @@ def test_jenkinsfile_declarative_shape():
 
 @pytest.mark.slow
 def test_jenkinsfile_groovy_syntax():
-    proc = subprocess.run([tool("npm-groovy-lint"), "--noserver", "--failon", "error", "--output", "txt",
-                           str(REPO / "Jenkinsfile")], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            tool("npm-groovy-lint"),
+            "--noserver",
+            "--failon",
+            "error",
+            "--output",
+            "txt",
+            str(REPO / "Jenkinsfile"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
 
 
@@ -231,6 +273,10 @@ def test_jenkinsfile_groovy_syntax():
 def test_groovy_lint_catches_a_syntax_error(tmp_path):
     broken = tmp_path / "Jenkinsfile"
     broken.write_text((REPO / "Jenkinsfile").read_text().replace("stages {", "stages {{", 1))
-    proc = subprocess.run([tool("npm-groovy-lint"), "--noserver", "--failon", "error", "--output", "txt",
-                           str(broken)], capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [tool("npm-groovy-lint"), "--noserver", "--failon", "error", "--output", "txt", str(broken)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode != 0

@@ -1,0 +1,319 @@
+"""gate: candidate model + metrics (+ champion) -> reports/gate.json and reports/gate.md; exit 4 on failure.
+
+Rules (all from `params.yaml: gate`; each rule id is the params key it comes from):
+- `metrics.min.<m>` / `metrics.max.<m>`: absolute bounds on the test metrics in reports/metrics.json;
+- `slices.min.<m>[<slice>=<value>]`: a minimum in every evaluated slice that has metrics;
+- `champion.<m>`: the candidate vs the champion of `deploy/envs/production/model.yaml`, both scored on
+  the same test rows; a seeded paired bootstrap gives a confidence interval on the difference. The rule
+  fails only when the regression is statistically significant (the whole interval is on the worse side
+  of zero) AND its point estimate exceeds `max_regression`. No record = no champion: these rules are
+  skipped (the report says so) and no registry is contacted;
+- `latency.p95_ms_single` / `latency.p95_ms_batch`: CPU p95 of one prediction through the full
+  raw-columns path; `max_model_bytes`: size of model.safetensors + model.json.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlops import bootstrap, files
+from mlops import model as model_lib
+from mlops.config import EvaluateParams, GateParams
+from mlops.errors import ChecksumMismatch, DataError, GateFailed
+from mlops.evaluate import scores, test_rows
+from mlops.featurize import LABEL
+
+log = logging.getLogger(__name__)
+
+LOWER_IS_BETTER = frozenset({"log_loss", "ece"})
+
+
+def rule(
+    rule_id: str, kind: str, value: Any, bound: Any, op: str, passed: bool | None, **extra: Any
+) -> dict[str, Any]:
+    """One gate rule row: verdict `pass`, `fail` or `skip` (passed None: not applicable)."""
+    verdict = "skip" if passed is None else ("pass" if passed else "fail")
+    return {
+        "id": rule_id,
+        "kind": kind,
+        "value": value,
+        "bound": bound,
+        "op": op,
+        "verdict": verdict,
+        **extra,
+    }
+
+
+def absolute_rules(params: GateParams, test: dict[str, Any]) -> list[dict[str, Any]]:
+    """`metrics.min.*` and `metrics.max.*` on the test metrics (a missing metric fails its rule)."""
+    out = []
+    for name, bound in params.metrics.min.items():
+        v = test.get(name)
+        out.append(rule(f"metrics.min.{name}", "absolute", v, bound, ">=", v is not None and v >= bound))
+    for name, bound in params.metrics.max.items():
+        v = test.get(name)
+        out.append(rule(f"metrics.max.{name}", "absolute", v, bound, "<=", v is not None and v <= bound))
+    return out
+
+
+def slice_rules(params: GateParams, slices: dict[str, dict[str, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """`slices.min.*` in every slice; slices too small for metrics (or with one class) are skipped."""
+    out = []
+    for name, bound in params.slices.min.items():
+        for group, values in slices.items():
+            for key, s in values.items():
+                v = s.get(name)
+                out.append(
+                    rule(
+                        f"slices.min.{name}[{group}={key}]",
+                        "slice",
+                        v,
+                        bound,
+                        ">=",
+                        None if v is None else v >= bound,
+                        rows=s.get("rows"),
+                    )
+                )
+    return out
+
+
+def champion_rules(
+    params: GateParams,
+    y: np.ndarray,
+    cand: model_lib.LoadedModel,
+    p_cand: np.ndarray,
+    champ: model_lib.LoadedModel,
+    p_champ: np.ndarray,
+    bins: int,
+) -> list[dict[str, Any]]:
+    """`champion.*`: fail only on a statistically significant regression larger than the margin.
+
+    Both models are scored on the same rows; the interval on (candidate - champion) comes from a seeded
+    paired bootstrap (the same resampled rows for both models), so noise shared by both cancels out.
+    """
+    boot = params.champion.bootstrap
+    compared = {m: (cand.threshold, champ.threshold) for m in params.champion.max_regression}
+    started = time.perf_counter()
+    diffs = bootstrap.paired_differences(y, p_cand, p_champ, compared, boot.samples, boot.seed, bins)
+    log.info("gate: paired bootstrap, %d resamples, %.2fs", boot.samples, time.perf_counter() - started)
+    s_cand, s_champ = scores(y, p_cand, cand.threshold, bins), scores(y, p_champ, champ.threshold, bins)
+    alpha = (1.0 - boot.confidence) / 2
+    out = []
+    for name, margin in params.champion.max_regression.items():
+        v_cand, v_champ = s_cand[name], s_champ[name]
+        diff = v_cand - v_champ
+        lo, hi = (float(q) for q in np.quantile(diffs[name], [alpha, 1 - alpha]))
+        if name in LOWER_IS_BETTER:  # a regression is an increase
+            regression, significant = diff, lo > 0
+        else:  # a regression is a decrease
+            regression, significant = -diff, hi < 0
+        passed = not (significant and regression > margin)
+        out.append(
+            rule(
+                f"champion.{name}",
+                "champion",
+                v_cand,
+                margin,
+                "regression <= margin or not significant",
+                passed,
+                champion=v_champ,
+                diff=diff,
+                ci=[lo, hi],
+                confidence=boot.confidence,
+                resamples=int(len(diffs[name])),
+                significant=bool(significant),
+                regression=regression,
+            )
+        )
+    return out
+
+
+def _p95_ms(call: Callable[[], Any], repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        call()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return float(np.percentile(times, 95) * 1000.0)
+
+
+def budget_rules(
+    params: GateParams, model: model_lib.LoadedModel, rows: Any, model_dir: Path
+) -> list[dict[str, Any]]:
+    """Latency (p95 single row and batch, through raw columns as served) and model size budgets."""
+    lat = params.latency
+    names = model.preprocessor.inputs
+    single = {c: rows[c].iloc[:1].tolist() for c in names}
+    batch_frame = rows.sample(n=lat.batch_rows, replace=len(rows) < lat.batch_rows, random_state=0)
+    batch = {c: batch_frame[c].tolist() for c in names}
+    import torch
+
+    saved = torch.get_num_threads()
+    torch.set_num_threads(lat.threads)  # as the server runs it; more threads than cores spin under load
+    try:
+        p95_single = _p95_ms(lambda: model.predict_proba(single), lat.repeats, lat.warmup)
+        p95_batch = _p95_ms(lambda: model.predict_proba(batch), lat.repeats, lat.warmup)
+    finally:
+        torch.set_num_threads(saved)
+    size = sum((model_dir / f).stat().st_size for f in (model_lib.WEIGHTS, model_lib.METADATA))
+    return [
+        rule(
+            "latency.p95_ms_single",
+            "budget",
+            p95_single,
+            lat.p95_ms_single,
+            "<=",
+            p95_single <= lat.p95_ms_single,
+        ),
+        rule(
+            "latency.p95_ms_batch",
+            "budget",
+            p95_batch,
+            lat.p95_ms_batch,
+            "<=",
+            p95_batch <= lat.p95_ms_batch,
+            rows=lat.batch_rows,
+        ),
+        rule("max_model_bytes", "budget", size, params.max_model_bytes, "<=", size <= params.max_model_bytes),
+    ]
+
+
+def load_champion(
+    record_path: Path, workdir: Path
+) -> tuple[model_lib.LoadedModel | None, dict[str, Any] | None]:
+    """The champion of the promotion record, fetched from the registry and verified; (None, None) if none."""
+    from mlops import champion, registry
+
+    record = champion.read_champion(record_path)
+    if record is None:
+        return None, None
+    registry.fetch_model(record.name, record.version, workdir)
+    champ = model_lib.load(workdir)
+    if champ.metadata["weights"]["sha256"] != record.sha256:
+        raise ChecksumMismatch(
+            f"{record_path}: sha256 {record.sha256[:12]}… differs from registry version "
+            f"{record.name}/{record.version} ({champ.metadata['weights']['sha256'][:12]}…)"
+        )
+    info = {
+        "name": record.name,
+        "version": record.version,
+        "sha256": record.sha256,
+        "uri": record.uri,
+        "record": str(record_path),
+    }
+    return champ, info
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "–" if v is None else str(v)
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The gate verdict as a markdown section (also embedded in the review report)."""
+    lines = [f"### Gate: {'✅ passed' if result['passed'] else '❌ failed'}", ""]
+    champ = result.get("champion")
+    if champ:
+        lines.append(
+            f"Champion: `{champ['name']}` version {champ['version']} (sha256 `{champ['sha256'][:12]}`)."
+        )
+    else:
+        lines.append(f"No champion: {result['champion_note']}")
+    lines += ["", "| rule | value | bound | verdict |", "|---|---|---|---|"]
+    for r in result["rules"]:
+        value = _fmt(r["value"])
+        if r["kind"] == "champion":
+            lo, hi = r["ci"]
+            value = (
+                f"{_fmt(r['value'])} vs {_fmt(r['champion'])} (Δ {r['diff']:+.4f}, "
+                f"{r['confidence']:.0%} CI [{lo:+.4f}, {hi:+.4f}])"
+            )
+            bound = f"regression ≤ {_fmt(r['bound'])} unless not significant"
+        else:
+            bound = f"{r['op']} {_fmt(r['bound'])}"
+        mark = {"pass": "✅ pass", "fail": "❌ fail", "skip": "➖ skip"}[r["verdict"]]
+        lines.append(f"| `{r['id']}` | {value} | {bound} | {mark} |")
+    return "\n".join(lines) + "\n"
+
+
+def run(
+    params: GateParams,
+    evaluate_params: EvaluateParams,
+    model_dir: Path,
+    data: Path,
+    test: Path,
+    metrics_path: Path,
+    champion_record: Path,
+    out_json: Path,
+    out_md: Path,
+    fail: bool = True,
+) -> dict[str, Any]:
+    """Check every rule, write gate.json and gate.md, raise GateFailed (exit 4) if any rule failed.
+
+    Args:
+        params: the `gate` section.
+        evaluate_params: the `evaluate` section (calibration bins for ECE).
+        model_dir: the candidate (models/).
+        data: the raw table; test: data/processed/test.parquet (the same test rows as evaluate).
+        metrics_path: reports/metrics.json of the candidate.
+        champion_record: deploy/envs/production/model.yaml (missing: no champion).
+        out_json: reports/gate.json; out_md: reports/gate.md.
+        fail: False (`--no-fail`) reports a failure without raising.
+
+    Returns:
+        The gate.json content.
+    """
+    import json
+
+    log.info("gate: %s (metrics %s, champion record %s)", model_dir, metrics_path, champion_record)
+    cand = model_lib.load(model_dir)
+    try:
+        metrics = json.loads(metrics_path.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{metrics_path}: unreadable metrics ({e}); run `mlops evaluate` first") from e
+    rules = absolute_rules(params, metrics["test"]) + slice_rules(params, metrics.get("slices", {}))
+    rows = test_rows(data, test, cand.metadata["id"])
+    with tempfile.TemporaryDirectory(prefix="mlops-champion-") as tmp:
+        champ, champ_info = load_champion(champion_record, Path(tmp))
+        if champ is not None:
+            y = rows[LABEL].to_numpy(dtype=int)
+            rules += champion_rules(
+                params,
+                y,
+                cand,
+                cand.predict_proba(rows),
+                champ,
+                champ.predict_proba(rows),
+                evaluate_params.calibration_bins,
+            )
+    rules += budget_rules(params, cand, rows, model_dir)
+    failed = [r["id"] for r in rules if r["verdict"] == "fail"]
+    result = {
+        "passed": not failed,
+        "failed": failed,
+        "candidate": {"name": cand.name, "sha256": cand.metadata["weights"]["sha256"]},
+        "champion": champ_info,
+        "champion_note": None
+        if champ_info
+        else f"no promotion record at {champion_record}; only absolute rules apply",
+        "test_rows": int(len(rows)),
+        "rules": rules,
+    }
+    files.write_json(out_json, result)
+    files.write_bytes(out_md, markdown(result).encode())
+    log.info("gate: %d rules, %d failed -> %s", len(rules), len(failed), out_json)
+    if failed and fail:
+        raise GateFailed(f"{len(failed)} gate rule(s) failed: {', '.join(failed)} (see {out_json})")
+    if failed:
+        log.warning("gate: failed (%s), not blocking because of --no-fail", ", ".join(failed))
+    return result

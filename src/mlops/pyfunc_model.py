@@ -1,0 +1,42 @@
+"""pyfunc_model: the MLflow "models from code" definition that serves models/ as an MLflow pyfunc.
+
+`mlops register` passes this file's path as `python_model`, so MLflow stores this source instead of a
+cloudpickled object: nothing pickled is on the path. The artifact `model` is a directory holding the
+two model files (model.safetensors + model.json); `load_context` loads them through `mlops.model.load`,
+which verifies the weights' sha256 before building the network. For MLflow users:
+
+    mlflow.pyfunc.load_model("models:/churn-mlp/3").predict(frame_of_raw_feature_columns)
+
+returns one row per input row with the positive-class `probability` and the predicted `label`.
+
+This module is loaded by MLflow as a script (it calls `set_model` at the end); the package never
+imports it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.pyfunc import PythonModel
+
+
+class MlopsModel(PythonModel):
+    """Raw feature columns in; positive-class probability and predicted label out."""
+
+    def load_context(self, context: Any) -> None:
+        """Load and verify the safetensors weights + JSON metadata from the `model` artifact."""
+        from mlops import model as model_lib
+
+        self.model = model_lib.load(context.artifacts["model"])
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        """Score a frame of raw feature columns (extra columns are ignored)."""
+        proba = self.model.predict_proba(model_input)
+        return pd.DataFrame({"probability": proba, "label": self.model.predict_label(proba)})
+
+
+mlflow.models.set_model(MlopsModel())

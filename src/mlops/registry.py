@@ -1,0 +1,360 @@
+"""registry: models/ <-> the MLflow model registry (register a gated model, fetch a version, champion record).
+
+`register()` logs models/ as an MLflow pyfunc (safetensors + JSON artifacts, loaded by the "models from
+code" file `pyfunc_model.py`: no pickle), registers it as a new version with provenance tags and points
+the alias `candidate` at it. The same weights are never registered twice. `fetch_model()` downloads a
+version, checks its weights against the version's `weights_sha256` tag and places the files atomically
+(the Helm chart's init container runs it).
+
+Version tags (serving and deploy rely on these names): `git_sha`, `dvc_lock_md5`, `data_md5`,
+`params_hash`, `gate` (passed|failed), `weights_sha256`, and `metric.<name>` per test metric.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import urllib.parse
+from pathlib import Path
+from typing import Any
+
+from mlops import files
+from mlops import model as model_lib
+from mlops.errors import ChecksumMismatch, MlopsError, ModelNotReady, PromotionRefused
+
+log = logging.getLogger(__name__)
+
+CANDIDATE_ALIAS = "candidate"
+TAGS = ("git_sha", "dvc_lock_md5", "data_md5", "params_hash", "gate", "weights_sha256")
+# the package modules the pyfunc needs at load time (bundled as code_paths, so MLflow users need no install)
+_PYFUNC_CODE = ("__init__.py", "errors.py", "features.py", "files.py", "model.py")
+_PYFUNC_REQUIREMENTS = (
+    "torch==2.13.0",
+    "safetensors==0.8.0",
+    "numpy==2.4.6",
+    "pandas==2.3.3",
+    "mlflow==3.17.2",
+)
+
+
+# ---------------------------------------------------------------- helpers
+def client():
+    """An MlflowClient on the configured tracking/registry URI (MLFLOW_TRACKING_URI or embedded SQLite)."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from mlops import tracking
+
+    mlflow.set_tracking_uri(tracking.tracking_uri())
+    return MlflowClient(tracking_uri=tracking.tracking_uri(), registry_uri=tracking.tracking_uri())
+
+
+def _is_not_found(error: Exception) -> bool:
+    code = getattr(error, "error_code", "")
+    return (
+        code in ("RESOURCE_DOES_NOT_EXIST", "NOT_FOUND", "INVALID_PARAMETER_VALUE")
+        or "not found" in str(error).lower()
+    )
+
+
+def git_sha(cwd: Path | None = None) -> str:
+    """The commit being built: `git rev-parse HEAD`, else the CI's variable, else `unknown`."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=30
+        )
+        if out.returncode == 0:
+            return out.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    return os.environ.get("CI_COMMIT_SHA") or os.environ.get("GITHUB_SHA") or "unknown"
+
+
+def version_tags(
+    meta: dict[str, Any], gate_verdict: str, metrics: dict[str, Any], dvc_lock: Path
+) -> dict[str, str]:
+    """The provenance tags of a model version (all values are strings, as MLflow stores them)."""
+    tags = {
+        "git_sha": git_sha(),
+        "dvc_lock_md5": files.file_digest(dvc_lock, "md5") if dvc_lock.is_file() else "absent",
+        "data_md5": str(meta.get("data_md5", "unknown")),
+        "params_hash": str(meta.get("params_hash", "unknown")),
+        "gate": gate_verdict,
+        "weights_sha256": meta["weights"]["sha256"],
+    }
+    for name, value in metrics.items():
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            tags[f"metric.{name}"] = f"{value:.6g}"
+    return tags
+
+
+def _read_gate(gate_path: Path, sha256: str) -> str:
+    """The gate verdict for these weights; refuses a missing report or one about other weights."""
+    try:
+        gate = json.loads(gate_path.read_text())
+    except FileNotFoundError as e:
+        raise PromotionRefused(f"{gate_path}: no gate report; run `mlops gate` first") from e
+    except (OSError, ValueError) as e:
+        raise PromotionRefused(f"{gate_path}: unreadable gate report ({e})") from e
+    gated = gate.get("candidate", {}).get("sha256")
+    if gated != sha256:
+        raise PromotionRefused(
+            f"{gate_path}: gate ran on weights {str(gated)[:12]}…, not on these ({sha256[:12]}…);"
+            " rerun `mlops gate`"
+        )
+    return "passed" if gate.get("passed") is True else "failed"
+
+
+def find_version(c: Any, name: str, sha256: str) -> Any | None:
+    """The oldest version of `name` whose `weights_sha256` tag is `sha256`, or None."""
+    found = c.search_model_versions(f"name = '{name}' and tags.weights_sha256 = '{sha256}'")
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def _signature(meta: dict[str, Any]):
+    from mlflow.models import ModelSignature
+    from mlflow.types import ColSpec, Schema
+
+    types = {"INT64": "long", "INT32": "integer", "FP64": "double", "FP32": "float", "BOOL": "boolean"}
+    inputs = [
+        ColSpec(
+            types.get(f["dtype"], "double") if f["kind"] == "numeric" else "string",
+            f["name"],
+            required=not f["nullable"],
+        )
+        for f in meta["features"]
+    ]
+    return ModelSignature(
+        inputs=Schema(inputs), outputs=Schema([ColSpec("double", "probability"), ColSpec("string", "label")])
+    )
+
+
+# ---------------------------------------------------------------- register
+def register(
+    model_dir: Path,
+    gate_path: Path,
+    metrics_path: Path,
+    dvc_lock: Path,
+    experiment: str,
+    name: str | None = None,
+    allow_failed: bool = False,
+) -> dict[str, Any]:
+    """Register models/ as a new registry version tagged with its provenance; alias it `candidate`.
+
+    Args:
+        model_dir: models/ (weights verified against model.json first).
+        gate_path: reports/gate.json of these weights.
+        metrics_path: reports/metrics.json (test metrics become `metric.*` tags).
+        dvc_lock: dvc.lock (its md5 is a tag; `absent` when missing).
+        experiment: MLflow experiment of the logging run.
+        name: registered model name (default: the name in model.json).
+        allow_failed: register even when the gate failed (tagged `gate=failed`).
+
+    Returns:
+        {name, version, uri, gate, created}: created is False when these weights were already registered.
+
+    Raises:
+        ChecksumMismatch: the weights do not match model.json (exit 6).
+        PromotionRefused: no gate report, a report about other weights, or a failed gate (exit 6).
+    """
+    from mlops import tracking
+
+    model = model_lib.load(model_dir)  # verifies sha256 (tampered weights -> ChecksumMismatch)
+    meta = model.metadata
+    sha = meta["weights"]["sha256"]
+    verdict = _read_gate(gate_path, sha)
+    if verdict != "passed" and not allow_failed:
+        raise PromotionRefused(
+            f"{gate_path}: the gate did not pass; not registering (--allow-failed to override)"
+        )
+    name = name or meta["name"]
+    try:
+        metrics = json.loads(metrics_path.read_text())["test"]
+    except (OSError, ValueError, KeyError) as e:
+        raise ModelNotReady(f"{metrics_path}: test metrics unreadable ({e}); run `mlops evaluate`") from e
+
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _publish(
+            model_dir, meta, name, verdict, version_tags(meta, verdict, metrics, dvc_lock), experiment
+        )
+    except MlflowException as e:
+        raise RegistryUnavailable(f"registry {safe_uri(tracking.tracking_uri())}: {_short(e)}") from e
+
+
+def _publish(
+    model_dir: Path, meta: dict[str, Any], name: str, verdict: str, tags: dict[str, str], experiment: str
+) -> dict[str, Any]:
+    """Log + register a new version, or reuse the version holding the same weights; alias it `candidate`."""
+    import mlflow
+
+    from mlops import tracking
+
+    sha = meta["weights"]["sha256"]
+    c = client()
+    existing = find_version(c, name, sha)
+    if existing is not None:
+        if existing.tags.get("gate") != verdict:  # same weights, newer gate verdict: the tag follows it
+            c.set_model_version_tag(name, existing.version, "gate", verdict)
+        c.set_registered_model_alias(name, CANDIDATE_ALIAS, existing.version)
+        log.info("register: weights %s already registered as %s version %s", sha[:12], name, existing.version)
+        return {
+            "name": name,
+            "version": str(existing.version),
+            "uri": f"models:/{name}/{existing.version}",
+            "gate": verdict,
+            "created": False,
+        }
+
+    tracking.configure(experiment)
+    # MLflow prints "View run at ..." links on stdout, which is reserved for --json output
+    with tempfile.TemporaryDirectory(prefix="mlops-register-") as tmp, contextlib.redirect_stdout(sys.stderr):
+        staged = Path(tmp) / "model"
+        staged.mkdir()
+        for fname in (model_lib.WEIGHTS, model_lib.METADATA):
+            shutil.copy2(model_dir / fname, staged / fname)
+        code = Path(tmp) / "code" / "mlops"
+        code.mkdir(parents=True)
+        package = Path(__file__).resolve().parent
+        for fname in _PYFUNC_CODE:
+            shutil.copy2(package / fname, code / fname)
+        with mlflow.start_run(run_name=f"register-{sha[:8]}"):
+            mlflow.set_tags(tags)
+            info = mlflow.pyfunc.log_model(
+                name="model",
+                python_model=str(package / "pyfunc_model.py"),
+                artifacts={"model": str(staged)},
+                code_paths=[str(code)],
+                pip_requirements=list(_PYFUNC_REQUIREMENTS),
+                signature=_signature(meta),
+            )
+        mv = mlflow.register_model(info.model_uri, name, tags=tags)
+    c.set_registered_model_alias(name, CANDIDATE_ALIAS, mv.version)
+    log.info(
+        "register: %s version %s (gate %s, weights %s), alias %s",
+        name,
+        mv.version,
+        verdict,
+        sha[:12],
+        CANDIDATE_ALIAS,
+    )
+    return {
+        "name": name,
+        "version": str(mv.version),
+        "uri": f"models:/{name}/{mv.version}",
+        "gate": verdict,
+        "created": True,
+    }
+
+
+# ---------------------------------------------------------------- fetch
+class RegistryUnavailable(MlopsError):
+    """The registry did not answer or refused a request (the message carries no credentials)."""
+
+    exit_code = 1
+
+
+def _short(error: Exception) -> str:
+    """The first line of an MLflow error without credentials (MLflow repeats the URI, user:password too)."""
+    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+    return re.sub(r"//[^/@\s]+@", "//", first)[:200]
+
+
+def safe_uri(uri: str) -> str:
+    """A tracking URI fit for messages: any user:password part is removed."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.username or parts.password:
+        parts = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+    return urllib.parse.urlunsplit(parts)
+
+
+def _resolve(c: Any, name: str, version: str) -> Any:
+    """A model version by number or alias; ModelNotReady (exit 5) if it is missing or no registry answers."""
+    from mlops import tracking
+
+    try:
+        if version.isdigit():
+            return c.get_model_version(name, version)
+        return c.get_model_version_by_alias(name, version)
+    except Exception as e:
+        if _is_not_found(e):
+            raise ModelNotReady(f"model {name!r} version {version!r}: not found in the registry") from e
+        uri = safe_uri(tracking.tracking_uri())
+        raise ModelNotReady(
+            f"model {name!r} version {version!r}: registry {uri} unavailable ({_short(e)})"
+        ) from e
+
+
+def fetch_model(name: str, version: str, dest: Path) -> dict[str, Any]:
+    """Download a registered version's model files into `dest`, verified against its `weights_sha256` tag.
+
+    The files are downloaded and verified in a temp dir inside `dest`, then renamed into place, weights
+    first and model.json last (model.json names the weights' sha256, so a reader never pairs new
+    metadata with old weights). `dest` may be an existing mount point (an emptyDir volume).
+
+    Args:
+        name: registered model name.
+        version: version number or alias (e.g. `production`).
+        dest: target directory.
+
+    Returns:
+        {name, version, sha256, dest}; also written to `dest/registry.json`.
+
+    Raises:
+        ModelNotReady: the version or its model files do not exist (exit 5).
+        ChecksumMismatch: the weights differ from the tag or from model.json, or the tag is missing (exit 6).
+    """
+    c = client()
+    mv = _resolve(c, name, str(version))
+    expected = (mv.tags or {}).get("weights_sha256")
+    if not expected:
+        raise ChecksumMismatch(f"model {name!r} version {mv.version}: no weights_sha256 tag; cannot verify")
+    import mlflow
+
+    dest.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".fetch-", dir=dest) as tmp:
+        try:
+            local = Path(
+                mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{mv.version}", dst_path=tmp)
+            )
+        except Exception as e:
+            if _is_not_found(e):
+                raise ModelNotReady(f"model {name!r} version {mv.version}: artifacts not found ({e})") from e
+            raise
+        found = sorted(local.rglob(model_lib.METADATA))
+        if not found:
+            raise ModelNotReady(
+                f"model {name!r} version {mv.version}: no {model_lib.METADATA} in its artifacts"
+            )
+        src = found[0].parent
+        weights = src / model_lib.WEIGHTS
+        if not weights.is_file():
+            raise ModelNotReady(
+                f"model {name!r} version {mv.version}: no {model_lib.WEIGHTS} in its artifacts"
+            )
+        digest = files.file_digest(weights)
+        if digest != expected:
+            raise ChecksumMismatch(
+                f"model {name!r} version {mv.version}: weights sha256 {digest[:12]}… does not "
+                f"match the registry tag weights_sha256 ({expected[:12]}…)"
+            )
+        meta = model_lib.read_metadata(src)
+        if meta["weights"]["sha256"] != expected:
+            raise ChecksumMismatch(
+                f"model {name!r} version {mv.version}: model.json names sha256 "
+                f"{meta['weights']['sha256'][:12]}…, the registry tag {expected[:12]}…"
+            )
+        os.replace(weights, dest / model_lib.WEIGHTS)
+        os.replace(src / model_lib.METADATA, dest / model_lib.METADATA)
+    result = {"name": name, "version": str(mv.version), "sha256": expected, "dest": str(dest)}
+    files.write_json(dest / "registry.json", result)
+    log.info("fetch-model: %s version %s (sha256 %s…) -> %s", name, mv.version, expected[:12], dest)
+    return result

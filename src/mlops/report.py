@@ -1,0 +1,265 @@
+"""report: pipeline outputs -> one markdown review document (+ PNG plots) for a merge request.
+
+Sections: gate verdict and table (reports/gate.json), metrics of this branch vs the target branch
+(`dvc metrics diff`), metrics vs the production champion (its promotion record and the gate's paired
+comparison), params diff (`dvc params diff`), slice table, plots rendered as PNG files next to the
+report (CI uploads them as artifacts; the markdown references them by relative path), and a short model
+card. `mlops report --post` hands the document to `mlops.forge`, which keeps ONE comment per merge request.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from mlops import files
+from mlops import gate as gate_lib
+from mlops import model as model_lib
+from mlops.errors import DataError, ModelNotReady
+from mlops.forge import MARKER
+
+log = logging.getLogger(__name__)
+
+# Edit these two for your model: they go into the model card of every review report.
+INTENDED_USE = (
+    "Rank existing customers by churn risk so a retention team can prioritise outreach; "
+    "a decision aid reviewed by people, not an automated decision about an individual."
+)
+LIMITS = (
+    "Trained on one public telecom table (7,043 customers, one snapshot in time): scores drift as "
+    "prices, products or the customer mix change (monitored by the drift job). Probabilities are "
+    "calibrated on the test split only. Not validated for fairness across protected groups; do not "
+    "use it for pricing, credit or eligibility decisions."
+)
+SLICE_COLUMNS = ("rows", "positive_rate", "roc_auc", "log_loss", "f1")
+PLOTS = {
+    "roc": ("ROC", "fpr", "tpr"),
+    "pr": ("Precision-recall", "recall", "precision"),
+    "calibration": ("Calibration", "mean_predicted", "fraction_positive"),
+}
+
+
+def target_branch(env: dict[str, str] | os._Environ = os.environ) -> str:
+    """The merge target to diff against: from the CI's variables, else `main`."""
+    for var in ("GITHUB_BASE_REF", "CI_MERGE_REQUEST_TARGET_BRANCH_NAME", "CHANGE_TARGET"):
+        if env.get(var):
+            return f"origin/{env[var]}"
+    return "main"
+
+
+def dvc_diff(kind: str, target: str, repo: Path) -> tuple[dict[str, Any] | None, str]:
+    """`dvc metrics|params diff --json <target>` (target vs the workspace); (None, why) when unavailable."""
+    cmd = [sys.executable, "-m", "dvc", kind, "diff", "--json", target]
+    try:
+        out = subprocess.run(
+            cmd,
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env={**os.environ, "DVC_NO_ANALYTICS": "1"},
+        )
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"`dvc {kind} diff` did not run ({e})"
+    if out.returncode != 0:
+        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+        return None, f"`dvc {kind} diff {target}` failed: {last}"
+    try:
+        return json.loads(out.stdout or "{}"), ""
+    except ValueError:
+        return None, f"`dvc {kind} diff` printed no JSON"
+
+
+def _f(v: Any) -> str:
+    if isinstance(v, bool) or v is None:
+        return "–" if v is None else str(v)
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return str(v)
+
+
+def diff_table(diff: dict[str, Any], head: str) -> list[str]:
+    """Rows `| key | old | new | diff |` of a dvc diff (only changed or new keys for params)."""
+    rows = [f"| {head} | target | this branch | change |", "|---|---|---|---|"]
+    for path, entries in sorted(diff.items()):
+        for key, e in sorted(entries.items()):
+            change = e.get("diff")
+            rows.append(
+                f"| `{key}` ({path}) | {_f(e.get('old'))} | {_f(e.get('new'))} | "
+                f"{f'{change:+.4f}' if isinstance(change, float) else _f(change)} |"
+            )
+    return rows if len(rows) > 2 else ["_no differences_"]
+
+
+def champion_section(gate: dict[str, Any] | None, record: Any, test: dict[str, Any]) -> list[str]:
+    """Metrics vs the champion: the record's metrics and the gate's paired comparison."""
+    if record is None:
+        return ["No champion in production yet: there is nothing to compare with; only absolute rules apply."]
+    lines = [f"Champion: `{record.name}` version {record.version} (sha256 `{record.sha256[:12]}`).", ""]
+    champ_metrics = (record.metrics or {}).get("test", record.metrics or {})
+    lines += ["| metric | champion | candidate | change |", "|---|---|---|---|"]
+    for name, value in test.items():
+        old = champ_metrics.get(name) if isinstance(champ_metrics, dict) else None
+        change = value - old if isinstance(value, float) and isinstance(old, int | float) else None
+        lines.append(f"| {name} | {_f(old)} | {_f(value)} | {'–' if change is None else f'{change:+.4f}'} |")
+    paired = [r for r in (gate or {}).get("rules", []) if r["kind"] == "champion"]
+    if paired:
+        lines += ["", "Paired bootstrap on the same test rows (see the gate table for the verdicts)."]
+    return lines
+
+
+def slice_table(slices: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    """One row per slice: size, positive rate and the main metrics."""
+    lines = ["| slice | " + " | ".join(SLICE_COLUMNS) + " |", "|---" * (len(SLICE_COLUMNS) + 1) + "|"]
+    for group, values in slices.items():
+        for key, s in values.items():
+            lines.append(f"| {group}={key} | " + " | ".join(_f(s.get(c)) for c in SLICE_COLUMNS) + " |")
+    return lines
+
+
+def render_plots(plots_dir: Path, out_dir: Path) -> list[Path]:
+    """ROC, PR, calibration and confusion matrix as PNG files (from evaluate's plot data)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    written = []
+    for name, (title, x, y) in PLOTS.items():
+        src = plots_dir / f"{name}.json"
+        if not src.is_file():
+            continue
+        points = json.loads(src.read_text())
+        fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+        ax.plot([p[x] for p in points], [p[y] for p in points])
+        if name in ("roc", "calibration"):
+            ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
+        ax.set(
+            title=title, xlabel=x.replace("_", " "), ylabel=y.replace("_", " "), xlim=(0, 1), ylim=(0, 1.02)
+        )
+        written.append(_save(fig, out_dir / f"{name}.png"))
+        plt.close(fig)
+    src = plots_dir / "confusion.json"
+    if src.is_file():
+        rows = json.loads(src.read_text())
+        labels = sorted({r["actual"] for r in rows} | {r["predicted"] for r in rows})
+        counts = [
+            [sum(1 for r in rows if r["actual"] == a and r["predicted"] == p) for p in labels] for a in labels
+        ]
+        fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+        ax.imshow(counts, cmap="Blues")
+        top = max(max(row) for row in counts)
+        for i, row in enumerate(counts):
+            for j, c in enumerate(row):
+                ax.text(j, i, str(c), ha="center", va="center", color="white" if c > top / 2 else "black")
+        ax.set(
+            title="Confusion matrix",
+            xlabel="predicted",
+            ylabel="actual",
+            xticks=range(len(labels)),
+            yticks=range(len(labels)),
+            xticklabels=labels,
+            yticklabels=labels,
+        )
+        written.append(_save(fig, out_dir / "confusion.png"))
+        plt.close(fig)
+    return written
+
+
+def _save(fig: Any, target: Path) -> Path:
+    with files.atomic_path(target) as tmp:
+        fig.savefig(tmp, format="png", bbox_inches="tight")
+    return target
+
+
+def model_card(meta: dict[str, Any], train_params: dict[str, Any]) -> list[str]:
+    """A short model card: identity, data and params hashes, training, intended use and limits."""
+    arch = meta.get("architecture", {})
+    training = meta.get("training", {})
+    layers = "→".join(map(str, arch.get("hidden", [])))
+    return [
+        f"- **Model**: `{meta['name']}`, MLP {arch.get('input_dim')}→{layers}→1 "
+        f"({arch.get('activation')}), decision threshold {meta.get('decision_threshold')}",
+        f"- **Weights sha256**: `{meta['weights']['sha256']}`",
+        f"- **Data md5**: `{meta.get('data_md5')}` · **params hash**: `{meta.get('params_hash')}`",
+        f"- **Training**: {training.get('train_rows')} rows, {training.get('epochs_run')} epochs "
+        f"(best {training.get('best_epoch')}); params: "
+        + ", ".join(
+            f"{k}={json.dumps(v)}" for k, v in train_params.items() if k not in ("experiment", "tensorboard")
+        ),
+        f"- **Intended use**: {INTENDED_USE}",
+        f"- **Limits**: {LIMITS}",
+    ]
+
+
+def build(
+    gate_path: Path,
+    metrics_path: Path,
+    plots_dir: Path,
+    model_dir: Path,
+    champion_record: Path,
+    out: Path,
+    train_params: dict[str, Any],
+    target: str,
+    repo: Path,
+) -> str:
+    """Write the review report (and its PNG plots under `<out dir>/plots/`); return the markdown.
+
+    Args:
+        gate_path: reports/gate.json (the report says so when it is missing).
+        metrics_path: reports/metrics.json; plots_dir: reports/plots (evaluate's plot data).
+        model_dir: models/ (model card); champion_record: deploy/envs/production/model.yaml.
+        out: the markdown file to write (e.g. reports/review/report.md).
+        train_params: the `train` params section (model card).
+        target: git revision of the merge target for `dvc metrics|params diff`.
+        repo: the DVC repository root (where dvc runs).
+    """
+    from mlops import champion
+
+    try:
+        metrics = json.loads(metrics_path.read_text())
+    except (OSError, ValueError) as e:
+        raise DataError(f"{metrics_path}: unreadable metrics ({e}); run `mlops evaluate` first") from e
+    try:
+        meta: dict[str, Any] | None = model_lib.read_metadata(model_dir)
+    except ModelNotReady as e:  # e.g. a CI job that received only reports/: the card says so
+        log.warning("report: %s", e)
+        meta = None
+    gate = json.loads(gate_path.read_text()) if gate_path.is_file() else None
+    record = champion.read_champion(champion_record)
+    verdict = "not run" if gate is None else ("✅ passed" if gate["passed"] else "❌ failed")
+    name = meta["name"] if meta else (gate or {}).get("candidate", {}).get("name", "model")
+    lines = [MARKER, f"## Model review: `{name}` · gate {verdict}", ""]
+
+    lines += ["### Gate", ""]
+    lines += [gate_lib.markdown(gate).split("\n", 2)[2] if gate else f"_no gate report at {gate_path}_", ""]
+
+    lines += [f"### Metrics vs target branch `{target}`", ""]
+    diff, why = dvc_diff("metrics", target, repo)
+    lines += diff_table(diff, "metric") if diff is not None else [f"_not available: {why}_"]
+
+    lines += ["", "### Metrics vs champion", ""]
+    lines += champion_section(gate, record, metrics["test"])
+
+    lines += ["", f"### Params diff vs `{target}`", ""]
+    diff, why = dvc_diff("params", target, repo)
+    lines += diff_table(diff, "param") if diff is not None else [f"_not available: {why}_"]
+
+    lines += ["", "### Slices", ""]
+    lines += slice_table(metrics.get("slices", {}))
+
+    plots = render_plots(plots_dir, out.parent / "plots")
+    lines += ["", "### Plots", "", "PNG files attached to the CI job as artifacts:", ""]
+    lines += [f"- [{p.stem}](plots/{p.name})" for p in plots] or ["_no plot data_"]
+
+    lines += ["", "### Model card", ""]
+    lines += model_card(meta, train_params) if meta else [f"_{model_dir}/model.json not available_"]
+    text = "\n".join(lines) + "\n"
+    files.write_bytes(out, text.encode())
+    log.info("report: %s (%d plots, champion %s)", out, len(plots), "yes" if record else "none")
+    return text

@@ -1,0 +1,232 @@
+"""`mlops register` and `mlops fetch-model` against a real MLflow server (and the embedded SQLite store)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from mlops import model as model_lib
+from mlops.evaluate import test_rows as evaluate_test_rows
+from mlops.featurize import LABEL
+
+from .conftest import copy_workspace, gate_args, set_gate
+
+pytestmark = pytest.mark.slow
+
+
+def register_args(ws, name: str, *extra: str) -> list[str]:
+    return [
+        "register",
+        "--model-dir",
+        str(ws.models),
+        "--gate",
+        str(ws.root / "reports/gate.json"),
+        "--metrics",
+        str(ws.metrics),
+        "--dvc-lock",
+        str(ws.root / "dvc.lock"),
+        "--name",
+        name,
+        "--json",
+        *extra,
+    ]
+
+
+def sha_of(ws) -> str:
+    return json.loads((ws.models / "model.json").read_text())["weights"]["sha256"]
+
+
+def test_register_tags_alias_and_idempotence(gated, server_uri, unique_name, capsys, tmp_path):
+    (tmp_path / "dvc.lock").write_text("schema: '2.0'\n")
+    ws = copy_workspace(gated, tmp_path / "ws")
+    shutil.copy(tmp_path / "dvc.lock", ws.root / "dvc.lock")
+    capsys.readouterr()
+    assert ws.mlops(*register_args(ws, unique_name)) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first == {
+        "name": unique_name,
+        "version": "1",
+        "uri": f"models:/{unique_name}/1",
+        "gate": "passed",
+        "created": True,
+    }
+
+    client = MlflowClient(server_uri)
+    mv = client.get_model_version(unique_name, "1")
+    metrics = json.loads(ws.metrics.read_text())["test"]
+    assert mv.tags["weights_sha256"] == sha_of(ws)
+    assert mv.tags["gate"] == "passed"
+    assert mv.tags["data_md5"] == json.loads((ws.models / "model.json").read_text())["data_md5"]
+    assert len(mv.tags["params_hash"]) == 64 and len(mv.tags["dvc_lock_md5"]) == 32
+    assert len(mv.tags["git_sha"]) == 40 or mv.tags["git_sha"] == "unknown"
+    assert float(mv.tags["metric.roc_auc"]) == pytest.approx(metrics["roc_auc"], abs=1e-5)
+    assert client.get_registered_model(unique_name).aliases == {"candidate": "1"}
+
+    # the same weights again: no duplicate version, alias unchanged
+    assert ws.mlops(*register_args(ws, unique_name)) == 0
+    again = json.loads(capsys.readouterr().out)
+    assert again["version"] == "1" and again["created"] is False
+    assert len(client.search_model_versions(f"name = '{unique_name}'")) == 1
+
+
+def test_registered_model_is_a_pickle_free_pyfunc(gated, server_uri, unique_name, tmp_path):
+    assert gated.mlops(*register_args(gated, unique_name)) == 0
+    local = mlflow.artifacts.download_artifacts(f"models:/{unique_name}/1", dst_path=str(tmp_path / "dl"))
+    names = {p.name for p in (tmp_path / "dl").rglob("*") if p.is_file()}
+    assert {"model.safetensors", "model.json", "MLmodel", "pyfunc_model.py"} <= names
+    assert not [n for n in names if n.endswith((".pkl", ".pickle", ".cloudpickle"))], names
+    assert "pyfunc_model.py" in (tmp_path / "dl" / "MLmodel").read_text()
+
+    rows = evaluate_test_rows(gated.raw, gated.processed / "test.parquet", "customer_id").head(20)
+    loaded = mlflow.pyfunc.load_model(local)
+    out = loaded.predict(rows.drop(columns=[LABEL, "customer_id"]))
+    expected = model_lib.load(gated.models).predict_proba(rows)
+    np.testing.assert_allclose(out["probability"].to_numpy(), expected, rtol=1e-6)
+    assert set(out["label"]) <= {"Yes", "No"}
+
+
+def test_failed_gate_is_refused_unless_allowed(pipeline, server_uri, unique_name, tmp_path, capsys):
+    ws = copy_workspace(pipeline, tmp_path / "ws")
+    set_gate(ws, **{"metrics.min": {"roc_auc": 0.99}})
+    assert ws.mlops(*gate_args(ws)) == 4
+    capsys.readouterr()
+    assert ws.mlops(*register_args(ws, unique_name)) == 6
+    assert "gate did not pass" in capsys.readouterr().err
+    client = MlflowClient(server_uri)
+    assert client.search_model_versions(f"name = '{unique_name}'") == []
+
+    assert ws.mlops(*register_args(ws, unique_name, "--allow-failed")) == 0
+    assert client.get_model_version(unique_name, "1").tags["gate"] == "failed"
+
+    # the same weights pass a later gate: no new version, the tag follows the newest verdict
+    set_gate(ws, **{"metrics.min": {"roc_auc": 0.8}})
+    assert ws.mlops(*gate_args(ws)) == 0
+    assert ws.mlops(*register_args(ws, unique_name)) == 0
+    assert client.get_model_version(unique_name, "1").tags["gate"] == "passed"
+    assert len(client.search_model_versions(f"name = '{unique_name}'")) == 1
+
+
+def test_tampered_weights_are_refused(gated, server_uri, unique_name, tmp_path, capsys):
+    ws = copy_workspace(gated, tmp_path / "ws")
+    weights = ws.models / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert ws.mlops(*register_args(ws, unique_name)) == 6
+    assert "does not match model.json" in capsys.readouterr().err
+    assert MlflowClient(server_uri).search_model_versions(f"name = '{unique_name}'") == []
+
+
+def test_gate_report_of_other_weights_is_refused(gated, degraded, server_uri, unique_name, tmp_path, capsys):
+    ws = copy_workspace(degraded, tmp_path / "ws")
+    shutil.copy(gated.root / "reports/gate.json", ws.root / "reports/gate.json")
+    capsys.readouterr()
+    assert ws.mlops(*register_args(ws, unique_name)) == 6
+    assert "rerun `mlops gate`" in capsys.readouterr().err
+
+
+def test_register_on_embedded_store(gated, tmp_path, monkeypatch, unique_name):
+    """No server: the default SQLite store in the workspace (artifacts under ./mlartifacts)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert gated.mlops(*register_args(gated, unique_name)) == 0
+    assert (tmp_path / "mlflow.db").is_file() and (tmp_path / "mlartifacts").is_dir()
+    client = MlflowClient("sqlite:///mlflow.db")
+    # the SQL store returns alias versions as int, the REST client as str
+    assert {k: str(v) for k, v in client.get_registered_model(unique_name).aliases.items()} == {
+        "candidate": "1"
+    }
+    assert gated.mlops(*register_args(gated, unique_name)) == 0
+    assert len(client.search_model_versions(f"name = '{unique_name}'")) == 1
+    dest = tmp_path / "fetched"
+    assert (
+        gated.mlops("fetch-model", "--name", unique_name, "--version", "candidate", "--dest", str(dest)) == 0
+    )
+    assert model_lib.load(dest).metadata["weights"]["sha256"] == sha_of(gated)
+
+
+# ---------------------------------------------------------------- fetch-model
+@pytest.fixture
+def registered(gated, server_uri, unique_name) -> str:
+    assert gated.mlops(*register_args(gated, unique_name)) == 0
+    return unique_name
+
+
+def test_fetch_model_places_verified_files(gated, registered, tmp_path, capsys):
+    dest = tmp_path / "mnt" / "model"
+    capsys.readouterr()
+    # no params.yaml needed (the init container has none)
+    from mlops import cli
+
+    assert (
+        cli.main(
+            [
+                "--params",
+                str(tmp_path / "absent.yaml"),
+                "fetch-model",
+                "--name",
+                registered,
+                "--version",
+                "1",
+                "--dest",
+                str(dest),
+                "--json",
+            ]
+        )
+        == 0
+    )
+    out = json.loads(capsys.readouterr().out)
+    assert out["sha256"] == sha_of(gated) and out["version"] == "1"
+    assert sorted(p.name for p in dest.iterdir()) == ["model.json", "model.safetensors", "registry.json"]
+    assert model_lib.load(dest).metadata["weights"]["sha256"] == sha_of(gated)
+    # by alias, into the same (now populated) directory
+    assert cli.main(["fetch-model", "--name", registered, "--version", "candidate", "--dest", str(dest)]) == 0
+
+
+@pytest.mark.parametrize("version", ["99", "no-such-alias"])
+def test_fetch_missing_version_exits_5(registered, tmp_path, capsys, version):
+    from mlops import cli
+
+    dest = tmp_path / "dest"
+    assert cli.main(["fetch-model", "--name", registered, "--version", version, "--dest", str(dest)]) == 5
+    assert "not found" in capsys.readouterr().err
+    assert not dest.exists() or not any(dest.iterdir())
+
+
+def test_fetch_missing_model_exits_5(server_uri, tmp_path):
+    from mlops import cli
+
+    assert (
+        cli.main(["fetch-model", "--name", "never-registered", "--version", "1", "--dest", str(tmp_path)])
+        == 5
+    )
+
+
+def test_fetch_checksum_mismatch_exits_6_and_leaves_dest_alone(registered, server_uri, tmp_path, capsys):
+    MlflowClient(server_uri).set_model_version_tag(registered, "1", "weights_sha256", "f" * 64)
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    (dest / "model.json").write_text("previous")
+    from mlops import cli
+
+    assert cli.main(["fetch-model", "--name", registered, "--version", "1", "--dest", str(dest)]) == 6
+    assert "weights_sha256" in capsys.readouterr().err
+    assert [p.name for p in dest.iterdir()] == ["model.json"]
+    assert (dest / "model.json").read_text() == "previous"
+
+
+def test_unreachable_registry_exits_5_without_credentials(tmp_path, monkeypatch, capsys):
+    from mlops import cli
+
+    uri = "http://ci-user:hunter2@127.0.0.1:9"  # pragma: allowlist secret
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    assert cli.main(["fetch-model", "--name", "m", "--version", "1", "--dest", str(tmp_path / "d")]) == 5
+    err = capsys.readouterr().err
+    assert "registry http://127.0.0.1:9 unavailable" in err and "hunter2" not in err and "ci-user" not in err

@@ -1,0 +1,248 @@
+"""`mlops report`: the review document (with and without a champion, real `dvc metrics|params diff` in a
+temp git repository) and `--post` against a local HTTP TEST DOUBLE of the GitHub and GitLab REST APIs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from mlops.forge import MARKER
+
+from . import forge_double
+from .conftest import copy_workspace, write_record
+
+TOKEN = "s3cr3t-token-value-do-not-print"  # pragma: allowlist secret (a fake, for the test double)
+FORGE_VARS = (
+    "GITHUB_ACTIONS",
+    "GITHUB_REPOSITORY",
+    "GITHUB_REF",
+    "GITHUB_EVENT_PATH",
+    "GITHUB_TOKEN",
+    "GITHUB_API_URL",
+    "GITHUB_BASE_REF",
+    "GITLAB_CI",
+    "CI_API_V4_URL",
+    "CI_PROJECT_ID",
+    "CI_MERGE_REQUEST_IID",
+    "CI_MERGE_REQUEST_TARGET_BRANCH_NAME",
+    "GITLAB_TOKEN",
+    "MLOPS_FORGE",
+    "MLOPS_MR_NUMBER",
+    "CHANGE_TARGET",
+)
+
+
+@pytest.fixture(autouse=True)
+def no_forge_env(monkeypatch):
+    """Tests run inside real CI too: start every test without the CI's forge variables."""
+    for var in FORGE_VARS:
+        monkeypatch.delenv(var, raising=False)
+
+
+def report_args(ws, *extra: str) -> list[str]:
+    return [
+        "report",
+        "--gate",
+        str(ws.root / "reports/gate.json"),
+        "--metrics",
+        str(ws.metrics),
+        "--plots-dir",
+        str(ws.plots),
+        "--model-dir",
+        str(ws.models),
+        "--champion",
+        str(ws.root / "deploy/envs/production/model.yaml"),
+        "--out",
+        str(ws.root / "reports/review/report.md"),
+        *extra,
+    ]
+
+
+def git(*args: str, cwd) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
+
+
+def test_report_without_champion_or_git(gated, tmp_path, monkeypatch):
+    ws = copy_workspace(gated, tmp_path / "ws")
+    monkeypatch.chdir(ws.root)  # not a git repository: the diffs are reported as unavailable
+    assert ws.mlops(*report_args(ws, "--target", "main")) == 0
+    text = (ws.root / "reports/review/report.md").read_text()
+    assert text.startswith(MARKER)
+    assert "gate ✅ passed" in text and "| `metrics.min.roc_auc` |" in text
+    assert "No champion in production yet" in text
+    assert "### Metrics vs target branch `main`" in text and "_not available:" in text
+    assert "| contract=Month-to-month |" in text  # slice table
+    meta = json.loads((ws.models / "model.json").read_text())
+    assert meta["data_md5"] in text and meta["weights"]["sha256"] in text and "**Intended use**" in text
+    for name in ("roc", "pr", "calibration", "confusion"):
+        png = ws.root / f"reports/review/plots/{name}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert f"(plots/{name}.png)" in text
+
+
+@pytest.mark.slow
+def test_report_with_champion_and_dvc_diffs(gated, tmp_path, monkeypatch):
+    """Two commits: `main` (target) and a branch that changed params and improved metrics."""
+    ws = copy_workspace(gated, tmp_path / "ws")
+    repo = ws.root
+    (repo / "dvc.yaml").write_text("metrics:\n  - reports/metrics.json\nparams:\n  - params.yaml\n")
+    (repo / ".gitignore").write_text("data/\nmodels/\nreports/plots/\nreports/review/\nreports/gate.*\n")
+    new_metrics, new_params = ws.metrics.read_text(), ws.params.read_text()
+    old = json.loads(new_metrics)
+    old["test"]["roc_auc"] = 0.80
+    ws.metrics.write_text(json.dumps(old))
+    params = yaml.safe_load(new_params)
+    params["train"]["epochs"] = 30
+    ws.params.write_text(yaml.safe_dump(params, sort_keys=False))
+    git("init", "-q", "-b", "main", cwd=repo)
+    subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True, timeout=120)
+    git("add", "-A", cwd=repo)
+    git("commit", "-q", "-m", "target", cwd=repo)
+    git("checkout", "-q", "-b", "feature", cwd=repo)
+    ws.metrics.write_text(new_metrics)
+    ws.params.write_text(new_params)
+    git("commit", "-q", "-am", "better model", cwd=repo)
+
+    sha = json.loads((ws.models / "model.json").read_text())["weights"]["sha256"]
+    write_record(
+        repo / "deploy/envs/production/model.yaml",
+        "churn-mlp",
+        "3",
+        sha,
+        {"test": {**old["test"], "roc_auc": 0.81}},
+    )
+    monkeypatch.chdir(repo)
+    assert ws.mlops(*report_args(ws, "--target", "main")) == 0
+    text = (repo / "reports/review/report.md").read_text()
+    metrics_rows = [line for line in text.splitlines() if line.startswith("| `test.roc_auc`")]
+    assert metrics_rows and "| 0.8000 | 0.8397 | +0.0397 |" in metrics_rows[0], metrics_rows
+    params_rows = [line for line in text.splitlines() if line.startswith("| `train.epochs`")]
+    assert params_rows and "| 30 | 40 |" in params_rows[0], params_rows
+    assert "Champion: `churn-mlp` version 3" in text
+    assert "| roc_auc | 0.8100 | 0.8397 | +0.0297 |" in text
+
+
+# ---------------------------------------------------------------- posting (TEST DOUBLE of the forges)
+FORGES = {
+    "github": lambda url: {
+        "GITHUB_ACTIONS": "true",
+        "GITHUB_REPOSITORY": "acme/churn",
+        "GITHUB_REF": "refs/pull/7/merge",
+        "GITHUB_API_URL": f"{url}/github",
+        "GITHUB_TOKEN": TOKEN,
+    },
+    "gitlab": lambda url: {
+        "GITLAB_CI": "true",
+        "CI_API_V4_URL": f"{url}/gitlab/api/v4",
+        "CI_PROJECT_ID": "acme/churn",
+        "CI_MERGE_REQUEST_IID": "5",
+        "GITLAB_TOKEN": TOKEN,
+    },
+}
+EXPECTED = {  # thread key in the double, collection path, item path prefix, update method, auth header
+    "github": (
+        "github:acme/churn/7",
+        "/github/repos/acme/churn/issues/7/comments",
+        "/github/repos/acme/churn/issues/comments/",
+        "PATCH",
+        ("Authorization", f"Bearer {TOKEN}"),
+    ),
+    "gitlab": (
+        "gitlab:acme%2Fchurn/5",
+        "/gitlab/api/v4/projects/acme%2Fchurn/merge_requests/5/notes",
+        "/gitlab/api/v4/projects/acme%2Fchurn/merge_requests/5/notes/",
+        "PUT",
+        ("PRIVATE-TOKEN", TOKEN),
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def post_ws(gated, tmp_path_factory):
+    return copy_workspace(gated, tmp_path_factory.mktemp("post") / "ws")
+
+
+@pytest.mark.parametrize("forge", ["github", "gitlab"])
+def test_post_creates_then_updates_one_comment(post_ws, forge, monkeypatch, capsys):
+    ws = post_ws
+    monkeypatch.chdir(ws.root)
+    thread, collection, item_prefix, update_method, (auth_name, auth_value) = EXPECTED[forge]
+    with forge_double.running(TOKEN) as double:
+        other = double.add(thread, "LGTM, someone else's comment")
+        for var, value in FORGES[forge](double.url).items():
+            monkeypatch.setenv(var, value)
+        assert ws.mlops(*report_args(ws, "--target", "main", "--post")) == 0
+        assert ws.mlops(*report_args(ws, "--target", "main", "--post")) == 0
+    comments = double.comments[thread]
+    assert [c["id"] for c in comments][0] == other and len(comments) == 2  # updated, not duplicated
+    ours = comments[1]
+    assert ours["body"].startswith(MARKER) and "## Model review" in ours["body"]
+    calls = [(r["method"], r["path"]) for r in double.requests]
+    assert calls == [
+        ("GET", collection),
+        ("POST", collection),
+        ("GET", collection),
+        (update_method, f"{item_prefix}{ours['id']}"),
+    ]
+    for r in double.requests:
+        assert r["headers"].get(auth_name.lower()) == auth_value  # header names are case-insensitive
+        if r["body"] is not None:
+            assert set(json.loads(r["body"])) == {"body"}
+    out = capsys.readouterr()
+    assert TOKEN not in out.out + out.err
+    assert TOKEN not in (ws.root / "reports/review/report.md").read_text()
+
+
+@pytest.mark.parametrize("forge", ["github", "gitlab"])
+def test_missing_token_writes_report_and_exits_0(post_ws, forge, monkeypatch, capsys):
+    ws = post_ws
+    monkeypatch.chdir(ws.root)
+    (ws.root / "reports/review/report.md").unlink(missing_ok=True)
+    with forge_double.running(TOKEN) as double:
+        for var, value in FORGES[forge](double.url).items():
+            monkeypatch.setenv(var, value)
+        monkeypatch.delenv("GITHUB_TOKEN" if forge == "github" else "GITLAB_TOKEN")
+        assert ws.mlops(*report_args(ws, "--target", "main", "--post")) == 0
+    assert double.requests == []
+    err = capsys.readouterr().err
+    assert "not posted" in err and ("GITHUB_TOKEN" if forge == "github" else "GITLAB_TOKEN") in err
+    assert (ws.root / "reports/review/report.md").is_file()
+
+
+def test_rejected_token_fails_without_leaking_it(post_ws, monkeypatch, capsys):
+    ws = post_ws
+    monkeypatch.chdir(ws.root)
+    with forge_double.running("the-right-token") as double:
+        for var, value in FORGES["github"](double.url).items():
+            monkeypatch.setenv(var, value)
+        assert ws.mlops(*report_args(ws, "--target", "main", "--post")) == 1
+    out = capsys.readouterr()
+    assert "HTTP 401" in out.err and "/repos/acme/churn/issues/7/comments" in out.err
+    assert TOKEN not in out.out + out.err
+
+
+def test_post_outside_ci_is_skipped(post_ws, monkeypatch, capsys):
+    monkeypatch.chdir(post_ws.root)
+    assert post_ws.mlops(*report_args(post_ws, "--target", "main", "--post")) == 0
+    assert "no GitHub Actions or GitLab CI environment" in capsys.readouterr().err
+
+
+def test_github_pr_number_from_event_file(tmp_path):
+    from mlops import forge
+
+    event = tmp_path / "event.json"
+    event.write_text(json.dumps({"pull_request": {"number": 42}}))
+    target = forge.detect(
+        {
+            "GITHUB_ACTIONS": "true",
+            "GITHUB_REPOSITORY": "a/b",
+            "GITHUB_EVENT_PATH": str(event),
+            "GITHUB_TOKEN": "x",
+        }
+    )
+    assert target.comments_path == "/repos/a/b/issues/42/comments"
+    assert TOKEN not in repr(forge.detect({**FORGES["github"]("http://h")}))
