@@ -110,5 +110,14 @@ ci-retrain: install ## CI job retrain (schedule): re-ingest the source, rerun wh
 ci-report: install ## CI job report: write the review report, post or update the merge-request comment
 	mlops report --post
 
-ci-release: install ## CI job release: register the gated model in MLflow, build the serving image
+ci-release: install ## CI job release: register the gated model in MLflow, build (and push) the serving image
 	mlops register
+	@if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then \
+		echo "ci-release: no Docker engine on this runner: serving image not built"; \
+	elif [ -z "$$IMAGE_REGISTRY" ]; then \
+		$(MAKE) docker-build IMAGE=mlops-serve:$$(git rev-parse --short HEAD); \
+		echo "ci-release: IMAGE_REGISTRY is not set: image built, not pushed"; \
+	else \
+		$(MAKE) docker-build IMAGE=$$IMAGE_REGISTRY/mlops-serve:$$(git rev-parse --short HEAD) && \
+		docker push $$IMAGE_REGISTRY/mlops-serve:$$(git rev-parse --short HEAD); \
+	fi

@@ -99,7 +99,7 @@ def test_run_is_tracked_in_mlflow(pipeline, params):
     mlflow.set_tracking_uri(__import__("os").environ["MLFLOW_TRACKING_URI"])
     runs = mlflow.search_runs(
         experiment_names=[params.train.experiment],
-        filter_string=f"tags.weights_sha256 = '{meta['weights']['sha256']}'",
+        filter_string=f"tags.weights_sha256 = '{meta['weights']['sha256']}' and attributes.run_name LIKE 'train-%'",
         output_format="list",
     )
     assert runs, "the pipeline's training run is not in MLflow"
