@@ -174,7 +174,7 @@ def postgres():
         capture_output=True,
     )
     try:
-        yield f"postgresql+psycopg://churn:s3cret-pass@127.0.0.1:{port}/postgres"
+        yield f"postgresql+psycopg://churn:s3cret-pass@127.0.0.1:{port}/postgres"  # pragma: allowlist secret
     finally:
         subprocess.run([*ctl, "-m", "fast", "-w", "stop"], capture_output=True)
         shutil.rmtree(root, ignore_errors=True)

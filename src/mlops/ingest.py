@@ -81,7 +81,7 @@ def read_sql(src: SqlSource, environ: os._Environ[str] | dict[str, str] = os.env
     if not url:
         raise ConfigError(
             f"ingest.sql.url_env: environment variable {src.url_env} is not set "
-            "(it must hold the SQLAlchemy URL, e.g. postgresql+psycopg://user:pass@host/db)"
+            "(it must hold the SQLAlchemy URL, e.g. postgresql+psycopg://user:pass@host/db)"  # pragma: allowlist secret
         )
     safe = redact(url)
     try:

@@ -1,0 +1,272 @@
+"""app: the Open Inference Protocol REST server as a bare ASGI application.
+
+A framework would cost more per request than the model does (see benchmarks/serving/), so routing,
+body limits and error mapping are written out here: a request costs its JSON parse (msgspec), the
+validation of each input against the model's feature spec, the preprocessing, its share of one batched
+forward pass and the JSON encoding of the answer.
+
+Lifecycle: the worker answers `/v2/health/live` at once; the model (sha256 verified by
+`mlops.model.load`) is loaded in a background thread, and only then do `/v2/health/ready`,
+`/v2/models/{name}/ready` and `infer` succeed (503 before). On SIGTERM uvicorn stops accepting
+connections, lets in-flight requests finish within `serve.grace_period_s`, then the lifespan shutdown
+drains the batch queue and flushes the prediction log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mlops import __version__
+from mlops.config import ServeParams
+from mlops.errors import MlopsError, ModelNotReady
+from mlops.serve import openapi, protocol
+from mlops.serve.batching import Batcher
+from mlops.serve.encoding import Encoder
+from mlops.serve.metrics import Metrics
+from mlops.serve.predlog import PredictionLog
+
+log = logging.getLogger(__name__)
+JSON = b"application/json"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a worker needs; travels to worker processes as JSON."""
+
+    model_dir: str
+    model_version: str
+    params: dict[str, Any]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        return cls(**json.loads(text))
+
+
+class HttpError(MlopsError):
+    """An HTTP-level rejection (404, 405, 413, 415) with its status."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.http_status = status
+
+
+class App:
+    """The ASGI application of one worker process."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.params = ServeParams.model_validate(settings.params)
+        meta = json.loads((Path(settings.model_dir) / "model.json").read_text())
+        self.name: str = meta["name"]
+        self.version = settings.model_version
+        self.model: Any = None
+        self.ready = False
+        self.error: str | None = None
+        self.metrics: Metrics | None = None
+        self.batcher: Batcher | None = None
+        self.predlog: PredictionLog | None = None
+        self.openapi = openapi.document(meta, self.version)
+
+    # ------------------------------------------------------------ lifespan
+    async def _lifespan(self, receive, send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self.metrics = Metrics()
+                loop = asyncio.get_running_loop()
+                threading.Thread(target=self._load, args=(loop,), name="model-loader", daemon=True).start()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self.batcher is not None:
+                    await self.batcher.stop()
+                if self.predlog is not None:
+                    await asyncio.to_thread(self.predlog.stop, self.params.grace_period_s)
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _load(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Import torch, load and verify the model, warm it up; then mark ready on the event loop."""
+        started = time.perf_counter()
+        try:
+            import numpy as np
+            import torch
+
+            from mlops import model as model_mod
+
+            torch.set_num_threads(self.params.torch_threads)
+            loaded = model_mod.load(self.settings.model_dir)
+            net = loaded.net
+
+            with contextlib.suppress(RuntimeError):  # raises if the pool already exists (e.g. in tests)
+                torch.set_num_interop_threads(1)
+
+            def forward(x: np.ndarray) -> np.ndarray:
+                with torch.inference_mode():
+                    return torch.sigmoid(net(torch.from_numpy(x))).numpy().astype(np.float64)
+
+            forward(np.zeros((1, loaded.preprocessor.width), dtype=np.float32))  # warm-up
+            log.info(
+                "model %s version %s loaded from %s in %.2fs (torch import included)",
+                loaded.name,
+                self.version,
+                self.settings.model_dir,
+                time.perf_counter() - started,
+            )
+        except Exception as e:  # noqa: BLE001 - reported by the readiness endpoints and the log
+            log.error("model not loaded: %s", e)
+            loop.call_soon_threadsafe(setattr, self, "error", str(e))
+            return
+        loop.call_soon_threadsafe(self._on_loaded, loaded, forward)
+
+    def _on_loaded(self, loaded: Any, forward: Any) -> None:
+        p, m = self.params, self.metrics
+        self.model = loaded
+        self.encoder = Encoder(loaded.metadata["features"], loaded.preprocessor)
+        classes = loaded.metadata["label"]["classes"]
+        self.positive = loaded.metadata["label"]["positive"]
+        self.negative = next(c for c in classes if c != self.positive)
+        self.threshold = loaded.threshold
+        self.batcher = Batcher(forward, p.max_batch_size, p.max_wait_ms, p.queue_size, m.observe_batch)
+        self.batcher.start()
+        self.predlog = PredictionLog(
+            p.prediction_log,
+            self.name,
+            self.version,
+            m.predlog_written.inc,
+            m.predlog_dropped.inc,
+            m.predlog_failed.inc,
+        )
+        self.predlog.start()
+        self.metadata = protocol.encode(protocol.model_metadata(loaded.metadata, self.version))
+        m.model_info.labels(self.name, self.version, loaded.metadata["weights"]["sha256"]).set(1)
+        self.ready = True
+
+    # ------------------------------------------------------------ HTTP
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _http(self, scope, receive, send) -> None:
+        started = time.perf_counter()
+        method = scope["method"]
+        route = ["other"]  # set by the dispatcher as soon as the path matches a route
+        content_type = JSON
+        try:
+            status, body, content_type = await self._dispatch(scope, method, receive, route)
+        except MlopsError as e:
+            status, body = e.http_status, protocol.encode({"error": str(e)})
+        except Exception as e:  # noqa: BLE001 - one bad request must not take the worker down
+            log.exception("%s %s failed", method, scope["path"])
+            status, body = 500, protocol.encode({"error": f"internal error: {type(e).__name__}"})
+        headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        self.metrics.observe(route[0], method, status, time.perf_counter() - started)
+
+    async def _dispatch(self, scope, method: str, receive, route: list[str]) -> tuple[int, bytes, bytes]:
+        parts = scope["path"].strip("/").split("/")
+        if parts[0] == "v2":
+            if len(parts) >= 3 and parts[1] == "models":
+                return await self._model_route(parts, scope, method, receive, route)
+            if parts[1:] == ["health", "live"]:
+                route[0] = "/v2/health/live"
+                self._allow(method, "GET")
+                return 200, b'{"live":true}', JSON
+            if parts[1:] == ["health", "ready"]:
+                route[0] = "/v2/health/ready"
+                self._allow(method, "GET")
+                self._require_ready()
+                return 200, b'{"ready":true}', JSON
+            if len(parts) == 1:
+                route[0] = "/v2"
+                self._allow(method, "GET")
+                return 200, protocol.encode({"name": "mlops", "version": __version__, "extensions": []}), JSON
+        elif parts == ["metrics"]:
+            route[0] = "/metrics"
+            self._allow(method, "GET")
+            body, ctype = self.metrics.exposition()
+            return 200, body, ctype.encode()
+        elif parts == ["openapi.json"]:
+            route[0] = "/openapi.json"
+            self._allow(method, "GET")
+            return 200, self.openapi, JSON
+        raise HttpError(404, f"no route for {scope['path']!r} (see /openapi.json)")
+
+    async def _model_route(self, parts: list[str], scope, method: str, receive, route: list[str]):
+        name, rest = parts[2], parts[3:]
+        versioned = len(rest) >= 2 and rest[0] == "versions"
+        if versioned:
+            version, rest = rest[1], rest[2:]
+        prefix = "/v2/models/{name}" + ("/versions/{version}" if versioned else "")
+        if rest not in ([], ["ready"], ["infer"]):
+            raise HttpError(404, f"no route for {scope['path']!r} (see /openapi.json)")
+        route[0] = prefix + ("/" + rest[0] if rest else "")
+        if name != self.name:
+            raise HttpError(404, f"unknown model {name!r} (this server serves {self.name!r})")
+        if versioned and version != self.version:
+            raise HttpError(404, f"unknown version {version!r} of model {name!r} (serving {self.version!r})")
+        if rest == ["infer"]:
+            self._allow(method, "POST")
+            return 200, await self._infer(scope, receive), JSON
+        self._allow(method, "GET")
+        self._require_ready()
+        if rest == ["ready"]:
+            return 200, protocol.encode({"name": self.name, "ready": True}), JSON
+        return 200, self.metadata, JSON
+
+    @staticmethod
+    def _allow(method: str, allowed: str) -> None:
+        if method != allowed and not (allowed == "GET" and method == "HEAD"):
+            raise HttpError(405, f"method {method} not allowed here (use {allowed})")
+
+    def _require_ready(self) -> None:
+        if not self.ready:
+            raise ModelNotReady(f"model {self.name!r} not ready: {self.error or 'still loading'}")
+
+    async def _read_body(self, scope, receive) -> bytes:
+        limit = self.params.max_body_bytes
+        ctype = b""
+        for key, value in scope["headers"]:
+            if key == b"content-length":
+                if not value.isdigit() or int(value) > limit:
+                    raise HttpError(413, f"request body over the {limit}-byte limit (serve.max_body_bytes)")
+            elif key == b"content-type":
+                ctype = value
+        if ctype.split(b";")[0].strip().lower() != JSON:
+            raise HttpError(415, f"content-type must be application/json, got {ctype.decode('latin-1')!r}")
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                raise HttpError(400, "client disconnected before sending the whole body")
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > limit:
+                raise HttpError(413, f"request body over the {limit}-byte limit (serve.max_body_bytes)")
+        return body
+
+    async def _infer(self, scope, receive) -> bytes:
+        body = await self._read_body(scope, receive)
+        self._require_ready()
+        request = protocol.decode(body)
+        columns, x = self.encoder.encode(request)
+        proba = (await self.batcher.submit(x)).tolist()
+        pos, neg, threshold = self.positive, self.negative, self.threshold
+        labels = [pos if p >= threshold else neg for p in proba]
+        self.metrics.predicted(self.name, self.version, labels)
+        self.predlog.submit(request.id, columns, proba, labels)
+        return protocol.response(self.name, self.version, request.id, request.outputs, proba, labels)

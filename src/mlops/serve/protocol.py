@@ -1,0 +1,182 @@
+"""protocol: Open Inference Protocol (v2 REST) request decoding and validation, response encoding.
+
+An inference request carries one input tensor per raw feature, named as in model.json `features`:
+
+- `shape` is `[n]` or `[n, 1]` with the same `n >= 1` (rows) for every input;
+- `data` is the flat row-major list of the `n` values (`[v1, ..., vn]`); a nested `[[v1], ..., [vn]]`
+  is accepted for shape `[n, 1]`;
+- `datatype`: numeric features take `INT64` (also INT8/16/32, UINT8/16/32/64) for integer features and
+  `FP64` (also FP32/FP16 or any integer type) for float features; categorical features take `BYTES`
+  (strings from the feature's `categories`). `null` is accepted only for nullable features.
+  Numbers outside the feature's [min, max] are rejected.
+
+Every violation raises `DataError` (HTTP 400) naming the input (field) at fault. Outputs are
+`probability` (FP64, the positive-class probability) and `label` (BYTES, the class at the model's
+decision threshold), both of shape `[n]`; `outputs` in the request may select a subset.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgspec
+
+from mlops.errors import DataError
+
+INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
+FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
+OUTPUTS = ("probability", "label")
+
+
+class RequestInput(msgspec.Struct):
+    """One input tensor of an inference request."""
+
+    name: str
+    shape: list[int]
+    datatype: str
+    data: list[Any]
+    parameters: dict[str, Any] | None = None
+
+
+class RequestOutput(msgspec.Struct):
+    """One requested output."""
+
+    name: str
+    parameters: dict[str, Any] | None = None
+
+
+class InferenceRequest(msgspec.Struct):
+    """The inference request body."""
+
+    inputs: list[RequestInput]
+    id: str | None = None
+    parameters: dict[str, Any] | None = None
+    outputs: list[RequestOutput] | None = None
+
+
+_decoder = msgspec.json.Decoder(InferenceRequest)
+encode = msgspec.json.Encoder().encode
+
+
+def decode(body: bytes) -> InferenceRequest:
+    """Parse the JSON body; DataError names the JSON path at fault (e.g. `$.inputs[0].shape`)."""
+    try:
+        return _decoder.decode(body)
+    except msgspec.ValidationError as e:
+        raise DataError(f"invalid inference request: {e}") from e
+    except msgspec.DecodeError as e:
+        raise DataError(f"malformed JSON: {e}") from e
+
+
+class FeatureSpec:
+    """Structural and type rules of one raw feature, compiled from a model.json `features` entry.
+
+    Value ranges and categories are checked by `mlops.serve.encoding.Encoder`, vectorised over rows.
+    """
+
+    __slots__ = (
+        "name",
+        "categorical",
+        "integer",
+        "nullable",
+        "lo",
+        "hi",
+        "categories",
+        "datatypes",
+        "_int_types",
+        "_num_types",
+    )
+
+    def __init__(self, spec: dict[str, Any]):
+        self.name: str = spec["name"]
+        self.categorical = spec["kind"] == "categorical"
+        self.integer = spec["dtype"] == "INT64"
+        self.nullable = bool(spec.get("nullable", False))
+        self.lo = float(spec["min"]) if spec.get("min") is not None else -math.inf
+        self.hi = float(spec["max"]) if spec.get("max") is not None else math.inf
+        self.categories = list(spec.get("categories") or ())
+        if self.categorical:
+            self.datatypes = frozenset({"BYTES"})
+        elif self.integer:
+            self.datatypes = INT_TYPES
+        else:
+            self.datatypes = INT_TYPES | FLOAT_TYPES
+        null = {type(None)} if self.nullable else set()
+        self._int_types = frozenset({int} | null)
+        self._num_types = frozenset({int, float} | null)
+
+    def check(self, tensor: RequestInput) -> list[Any]:
+        """Return the tensor's values as a flat list of n raw values, or raise DataError naming it."""
+        name = self.name
+        if tensor.datatype not in self.datatypes:
+            raise DataError(
+                f"input '{name}': datatype {tensor.datatype!r} not accepted "
+                f"(expected one of {sorted(self.datatypes)})"
+            )
+        data, shape = tensor.data, tensor.shape
+        if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 1:
+            raise DataError(f"input '{name}': shape {shape} not accepted (expected [n] or [n, 1], n >= 1)")
+        if len(data) != shape[0]:
+            raise DataError(f"input '{name}': {len(data)} values do not match shape {shape}")
+        if data and type(data[0]) is list:
+            if len(shape) != 2 or any(type(v) is not list or len(v) != 1 for v in data):
+                raise DataError(f"input '{name}': nested data must be [[v1], ..., [vn]] with shape [n, 1]")
+            data = [v[0] for v in data]
+        if not self.categorical:
+            integer = self.integer or tensor.datatype in INT_TYPES
+            if not set(map(type, data)) <= (self._int_types if integer else self._num_types):
+                self._type_error(data, integer, tensor.datatype)
+        return data
+
+    def _type_error(self, data: list[Any], integer: bool, datatype: str) -> None:
+        for v in data:
+            if v is None and not self.nullable:
+                raise DataError(f"input '{self.name}': null not allowed (feature is not nullable)")
+            if v is not None and not (type(v) is int or (type(v) is float and not integer)):
+                kind = "integers" if integer else "numbers"
+                raise DataError(f"input '{self.name}': expected {kind} for datatype {datatype}, got {v!r}")
+
+
+def response(
+    model_name: str,
+    version: str,
+    request_id: str | None,
+    wanted: list[RequestOutput] | None,
+    proba: list[float],
+    labels: list[str],
+) -> bytes:
+    """Encode the inference response for one request."""
+    n = len(proba)
+    names = OUTPUTS if wanted is None else [o.name for o in wanted]
+    outputs = []
+    for name in names:
+        if name == "probability":
+            outputs.append({"name": name, "datatype": "FP64", "shape": [n], "data": proba})
+        else:
+            outputs.append({"name": name, "datatype": "BYTES", "shape": [n], "data": labels})
+    body: dict[str, Any] = {"model_name": model_name, "model_version": version, "outputs": outputs}
+    if request_id is not None:
+        body["id"] = request_id
+    return encode(body)
+
+
+def model_metadata(meta: dict[str, Any], version: str) -> dict[str, Any]:
+    """The OIP model metadata response: one input tensor per raw feature, two outputs."""
+    inputs = [{"name": f["name"], "datatype": f["dtype"], "shape": [-1]} for f in meta["features"]]
+    return {
+        "name": meta["name"],
+        "versions": [version],
+        "platform": "pytorch_safetensors",
+        "inputs": inputs,
+        "outputs": [
+            {"name": "probability", "datatype": "FP64", "shape": [-1]},
+            {"name": "label", "datatype": "BYTES", "shape": [-1]},
+        ],
+        "parameters": {
+            "classes": meta["label"]["classes"],
+            "positive_class": meta["label"]["positive"],
+            "decision_threshold": meta["decision_threshold"],
+            "sha256": meta["weights"]["sha256"],
+        },
+    }
