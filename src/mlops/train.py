@@ -158,7 +158,8 @@ def track(
                 "best_epoch": meta["training"]["best_epoch"],
             }
         )
-        mlflow.log_artifacts(str(model_dir), artifact_path="model")
+        for name in (model_lib.WEIGHTS, model_lib.METADATA):  # the artifact only, not stray files
+            mlflow.log_artifact(str(model_dir / name), artifact_path="model")
         return active.info.run_id
 
 
