@@ -10,7 +10,7 @@ import subprocess
 import pytest
 import yaml
 
-from conftest import REPO, tool
+from conftest import REPO, copy_repository, tool
 
 TRIGGERS = ("merge_request", "main", "schedule")
 MAKE_CALL = re.compile(r"^make (ci-[a-z-]+)$")
@@ -218,11 +218,37 @@ def test_actionlint_and_schemas_accept_the_workflows():
         assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-def test_actionlint_catches_a_broken_workflow(tmp_path):
-    broken = (WORKFLOWS / "ci.yml").read_text().replace("needs: verify", "needs: verfy")
-    (tmp_path / "ci.yml").write_text(broken)
-    proc = subprocess.run([tool("actionlint"), str(tmp_path / "ci.yml")], capture_output=True, text=True)
-    assert proc.returncode == 1 and "verfy" in proc.stdout
+@pytest.mark.slow
+def test_make_lint_hooks_catch_a_broken_workflow(tmp_path):
+    """The pre-commit hooks `make lint` runs reject a workflow with a dangling `needs` (actionlint) and
+    one with an unknown key (the GitHub workflow schema), naming the file."""
+    repo = copy_repository(tmp_path / "repo")
+    ci = repo / ".github/workflows/ci.yml"
+    ci.write_text(ci.read_text().replace("needs: verify", "needs: verfy").replace("runs-on:", "runs-onn:", 1))
+    env = dict(
+        os.environ,
+        PATH=f"{tool('pre-commit').rsplit('/', 1)[0]}:{REPO / 'tools/node_modules/.bin'}:{os.environ['PATH']}",
+    )
+    proc = subprocess.run(
+        [tool("pre-commit"), "run", "--files", ".github/workflows/ci.yml"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 1
+    assert re.search(r"^actionlint\.+Failed", proc.stdout, re.M) and "verfy" in proc.stdout
+    assert re.search(r"^GitHub workflows schema\.+Failed", proc.stdout, re.M)
+    clean = subprocess.run(
+        [tool("pre-commit"), "run", "--files", ".github/workflows/cd.yml"],
+        cwd=repo,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert clean.returncode == 0, clean.stdout
 
 
 def test_gitlab_release_is_serialised_and_jobs_interruptible():

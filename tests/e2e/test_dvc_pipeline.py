@@ -80,6 +80,17 @@ def test_committed_dvc_lock_is_reproduced_exactly(reproduced, env):
             assert committed[stage].get(key) == fresh[stage].get(key), f"dvc.lock is stale: {stage}.{key}"
 
 
+def test_dvc_plots_and_metrics_render(reproduced, env):
+    """`dvc plots show` renders the four declared plots; `dvc metrics show` reads the metrics file."""
+    repo, _, _ = reproduced
+    plots = json.loads(sh("dvc", "plots", "show", "--json", cwd=repo, env=env).stdout)
+    assert set(plots["data"]) == {"ROC", "Precision-recall", "Confusion matrix", "Calibration"}
+    assert all(plots["data"][name] for name in plots["data"]), "a plot rendered no data"
+    shown = json.loads(sh("dvc", "metrics", "show", "--json", cwd=repo, env=env).stdout)
+    data = next(iter(shown.values()))["data"]["reports/metrics.json"]["data"]
+    assert data["test"]["roc_auc"] >= 0.80
+
+
 def test_second_repro_executes_nothing(reproduced, env):
     repo, _, _ = reproduced
     again = sh("dvc", "repro", cwd=repo, env=env)
