@@ -171,6 +171,25 @@ def cmd_fetch_model(args: argparse.Namespace, params: Params | None) -> None:
         print(json.dumps(result, sort_keys=True))
 
 
+# Default paths of the options several commands share: the paths declared in dvc.yaml (one place).
+PATHS = {
+    "--data": "data/raw/data.parquet",
+    "--validation": "reports/validation.json",
+    "--data-dir": "data/processed",
+    "--test": "data/processed/test.parquet",
+    "--model-dir": "models",
+    "--metrics": "reports/metrics.json",
+    "--plots-dir": "reports/plots",
+    "--gate": "reports/gate.json",
+}
+
+
+def add_paths(parser: argparse.ArgumentParser, *options: str) -> None:
+    """Add path options with their dvc.yaml defaults from PATHS."""
+    for option in options:
+        parser.add_argument(option, type=Path, default=Path(PATHS[option]), help="(default %(default)s)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser; path options default to the paths declared in dvc.yaml."""
     parser = argparse.ArgumentParser(prog="mlops", description=__doc__.split("\n")[0])
@@ -193,28 +212,22 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "validate", cmd_validate, "check the raw table against params.yaml `schema` (exit 3 on violation)"
     )
-    p.add_argument("--data", type=Path, default=Path("data/raw/data.parquet"))
+    add_paths(p, "--data")
     p.add_argument("--report", type=Path, default=Path("reports/validation.json"))
 
     p = add("featurize", cmd_featurize, "split and preprocess the validated table")
-    p.add_argument("--data", type=Path, default=Path("data/raw/data.parquet"))
-    p.add_argument("--validation", type=Path, default=Path("reports/validation.json"))
+    add_paths(p, "--data", "--validation")
     p.add_argument("--out-dir", type=Path, default=Path("data/processed"))
 
     p = add("train", cmd_train, "train the MLP, write models/, track the run in MLflow")
-    p.add_argument("--data-dir", type=Path, default=Path("data/processed"))
-    p.add_argument("--model-dir", type=Path, default=Path("models"))
+    add_paths(p, "--data-dir", "--model-dir")
 
     p = add("evaluate", cmd_evaluate, "score the test split: metrics, slices, plots")
-    p.add_argument("--model-dir", type=Path, default=Path("models"))
-    p.add_argument("--data", type=Path, default=Path("data/raw/data.parquet"))
-    p.add_argument("--test", type=Path, default=Path("data/processed/test.parquet"))
-    p.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"))
-    p.add_argument("--plots-dir", type=Path, default=Path("reports/plots"))
+    add_paths(p, "--model-dir", "--data", "--test", "--metrics", "--plots-dir")
     p.add_argument("--json", action="store_true", help="print the test metrics as JSON on stdout")
 
     p = add("serve", cmd_serve, "serve the model over the Open Inference Protocol (REST) with /metrics")
-    p.add_argument("--model-dir", type=Path, default=Path("models"))
+    add_paths(p, "--model-dir")
     p.add_argument(
         "--host", default="127.0.0.1", help="bind address (default %(default)s; 0.0.0.0 in a container)"
     )
@@ -231,10 +244,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_gate,
         "check the candidate against params.yaml `gate` and the champion (exit 4 on failure)",
     )
-    p.add_argument("--model-dir", type=Path, default=Path("models"))
-    p.add_argument("--data", type=Path, default=Path("data/raw/data.parquet"))
-    p.add_argument("--test", type=Path, default=Path("data/processed/test.parquet"))
-    p.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"))
+    add_paths(p, "--model-dir", "--data", "--test", "--metrics")
     p.add_argument(
         "--champion",
         type=Path,
@@ -251,9 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_register,
         "register models/ in the MLflow registry, alias `candidate` (exit 6 if the gate did not pass)",
     )
-    p.add_argument("--model-dir", type=Path, default=Path("models"))
-    p.add_argument("--gate", type=Path, default=Path("reports/gate.json"))
-    p.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"))
+    add_paths(p, "--model-dir", "--gate", "--metrics")
     p.add_argument("--dvc-lock", type=Path, default=Path("dvc.lock"))
     p.add_argument("--name", default=None, help="registered model name (default: the name in model.json)")
     p.add_argument(
@@ -264,10 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "report", cmd_report, "write the merge-request review report; --post comments it on GitHub/GitLab"
     )
-    p.add_argument("--gate", type=Path, default=Path("reports/gate.json"))
-    p.add_argument("--metrics", type=Path, default=Path("reports/metrics.json"))
-    p.add_argument("--plots-dir", type=Path, default=Path("reports/plots"))
-    p.add_argument("--model-dir", type=Path, default=Path("models"))
+    add_paths(p, "--gate", "--metrics", "--plots-dir", "--model-dir")
     p.add_argument("--champion", type=Path, default=Path("deploy/envs/production/model.yaml"))
     p.add_argument(
         "--out",
