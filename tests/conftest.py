@@ -6,6 +6,7 @@ Everything a test starts listens on 127.0.0.1 and lives in a temp dir; nothing l
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -17,11 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mlops import cli
 from mlops.config import load_params
 
 REPO = Path(__file__).resolve().parents[1]
+DVC_STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -151,37 +154,25 @@ class Workspace:
         """Run one `mlops` command in-process against this workspace's params; return the exit code."""
         return cli.main(["--params", str(self.params), *args])
 
+    def stage_args(self, stage: str, **overrides: str | Path) -> list[str]:
+        """`mlops` arguments of a dvc.yaml stage with its paths under this workspace's root.
+
+        Args:
+            stage: the stage name in dvc.yaml (the command line is taken from there: one source).
+            overrides: option -> value replacements, e.g. champion=path for `--champion`.
+        """
+        words = shlex.split(DVC_STAGES[stage]["cmd"])
+        assert words[:2] == ["mlops", stage], f"dvc.yaml {stage}: expected `mlops {stage} ...`"
+        args = [stage]
+        for option, value in zip(words[2::2], words[3::2], strict=True):
+            value = overrides.get(option.removeprefix("--").replace("-", "_"), self.root / value)
+            args += [option, str(value)]
+        return args
+
     def run_all(self) -> None:
-        """Run ingest -> evaluate with the dvc.yaml paths, asserting each stage succeeds."""
-        steps = [
-            ["ingest", "--out", str(self.raw)],
-            ["validate", "--data", str(self.raw), "--report", str(self.validation)],
-            [
-                "featurize",
-                "--data",
-                str(self.raw),
-                "--validation",
-                str(self.validation),
-                "--out-dir",
-                str(self.processed),
-            ],
-            ["train", "--data-dir", str(self.processed), "--model-dir", str(self.models)],
-            [
-                "evaluate",
-                "--model-dir",
-                str(self.models),
-                "--data",
-                str(self.raw),
-                "--test",
-                str(self.processed / "test.parquet"),
-                "--metrics",
-                str(self.metrics),
-                "--plots-dir",
-                str(self.plots),
-            ],
-        ]
-        for step in steps:
-            assert self.mlops(*step) == 0, f"mlops {step[0]} failed"
+        """Run ingest -> evaluate as dvc.yaml declares them, asserting each stage succeeds."""
+        for stage in ("ingest", "validate", "featurize", "train", "evaluate"):
+            assert self.mlops(*self.stage_args(stage)) == 0, f"mlops {stage} failed"
 
 
 def new_workspace(root: Path) -> Workspace:

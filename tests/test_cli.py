@@ -11,6 +11,13 @@ import pandas as pd
 from conftest import Workspace
 
 
+def evaluate_on(pipeline: Workspace, workspace: Workspace, **overrides) -> list[str]:
+    """`mlops evaluate` on the session pipeline's data, writing into `workspace`."""
+    return workspace.stage_args(
+        "evaluate", data=pipeline.raw, test=pipeline.processed / "test.parquet", **overrides
+    )
+
+
 def test_corrupted_raw_table_exits_3_and_nothing_downstream_is_written(
     pipeline, workspace: Workspace, capsys
 ):
@@ -19,21 +26,13 @@ def test_corrupted_raw_table_exits_3_and_nothing_downstream_is_written(
     frame.loc[[10, 20], "contract"] = "Lifetime"
     frame.to_parquet(workspace.raw, index=False)
 
-    code = workspace.mlops("validate", "--data", str(workspace.raw), "--report", str(workspace.validation))
+    code = workspace.mlops(*workspace.stage_args("validate"))
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 3
     assert err.startswith("mlops validate: error: ") and "column 'contract' fails allowed_categories" in err
     assert "ids [11, 21]" in err
 
-    code = workspace.mlops(
-        "featurize",
-        "--data",
-        str(workspace.raw),
-        "--validation",
-        str(workspace.validation),
-        "--out-dir",
-        str(workspace.processed),
-    )
+    code = workspace.mlops(*workspace.stage_args("featurize"))
     assert code == 3 and "failed validation" in capsys.readouterr().err
     assert not workspace.processed.exists()
 
@@ -63,19 +62,7 @@ def test_truncated_parquet_exits_3_without_traceback(pipeline, workspace: Worksp
 
 
 def test_model_missing_exits_5(pipeline, workspace: Workspace, capsys):
-    code = workspace.mlops(
-        "evaluate",
-        "--model-dir",
-        str(workspace.root / "nomodel"),
-        "--data",
-        str(pipeline.raw),
-        "--test",
-        str(pipeline.processed / "test.parquet"),
-        "--metrics",
-        str(workspace.metrics),
-        "--plots-dir",
-        str(workspace.plots),
-    )
+    code = workspace.mlops(*evaluate_on(pipeline, workspace, model_dir=workspace.root / "nomodel"))
     assert code == 5 and "model metadata not found" in capsys.readouterr().err
     assert not workspace.metrics.exists()
 
@@ -83,19 +70,7 @@ def test_model_missing_exits_5(pipeline, workspace: Workspace, capsys):
 def test_tampered_model_exits_6(pipeline, workspace: Workspace):
     shutil.copytree(pipeline.models, workspace.models)
     (workspace.models / "model.safetensors").write_bytes(b"\0" * 64)
-    code = workspace.mlops(
-        "evaluate",
-        "--model-dir",
-        str(workspace.models),
-        "--data",
-        str(pipeline.raw),
-        "--test",
-        str(pipeline.processed / "test.parquet"),
-        "--metrics",
-        str(workspace.metrics),
-        "--plots-dir",
-        str(workspace.plots),
-    )
+    code = workspace.mlops(*evaluate_on(pipeline, workspace))
     assert code == 6 and not workspace.metrics.exists()
 
 

@@ -49,40 +49,12 @@ def set_gate(ws: Workspace, **changes: object) -> None:
 
 
 def gate_args(ws: Workspace, champion: Path | None = None) -> list[str]:
-    """`mlops gate` arguments for a workspace (dvc.yaml paths under its root)."""
-    return [
-        "gate",
-        "--model-dir",
-        str(ws.models),
-        "--data",
-        str(ws.raw),
-        "--test",
-        str(ws.processed / "test.parquet"),
-        "--metrics",
-        str(ws.metrics),
-        "--champion",
-        str(champion or ws.root / "deploy/envs/production/model.yaml"),
-        "--out",
-        str(ws.root / "reports/gate.json"),
-        "--markdown",
-        str(ws.root / "reports/gate.md"),
-    ]
+    """`mlops gate` arguments for a workspace (dvc.yaml's command, paths under its root)."""
+    return ws.stage_args("gate", **({"champion": champion} if champion else {}))
 
 
 def evaluate_args(ws: Workspace) -> list[str]:
-    return [
-        "evaluate",
-        "--model-dir",
-        str(ws.models),
-        "--data",
-        str(ws.raw),
-        "--test",
-        str(ws.processed / "test.parquet"),
-        "--metrics",
-        str(ws.metrics),
-        "--plots-dir",
-        str(ws.plots),
-    ]
+    return ws.stage_args("evaluate")
 
 
 def perturb_weights(ws: Workspace, scale: float, seed: int = 0) -> str:
