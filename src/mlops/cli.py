@@ -28,6 +28,7 @@ class _JsonFormatter(logging.Formatter):
             {
                 "ts": round(record.created, 3),
                 "level": record.levelname,
+                "pid": record.process,
                 "logger": record.name,
                 "msg": record.getMessage(),
             }

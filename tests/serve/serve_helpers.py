@@ -99,8 +99,13 @@ class Server:
         return httpx.get(f"{self.url}/metrics").text
 
 
-def start_server(root: Path, model_dir: Path, wait: bool = True, **serve: Any) -> Server:
-    """Start `mlops serve` with params.yaml's serve section updated by `serve` (nested dicts merge)."""
+def start_server(
+    root: Path, model_dir: Path, wait: bool = True, global_args: tuple[str, ...] = (), **serve: Any
+) -> Server:
+    """Start `mlops serve` with params.yaml's serve section updated by `serve` (nested dicts merge).
+
+    `global_args` go before the subcommand (e.g. `("--log-json",)`).
+    """
     root.mkdir(parents=True, exist_ok=True)
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     for key, value in serve.items():
@@ -117,6 +122,7 @@ def start_server(root: Path, model_dir: Path, wait: bool = True, **serve: Any) -
                 sys.executable,
                 "-m",
                 "mlops.cli",
+                *global_args,
                 "--params",
                 str(root / "params.yaml"),
                 "serve",

@@ -158,6 +158,49 @@ def test_failing_prediction_sink_is_counted_not_raised(tmp_path):
     assert counts == {"written": 0, "dropped": 0, "failed": 2}
 
 
+@pytest.mark.parametrize("url", ["memory", "file"])
+def test_prediction_log_writes_complete_files_to_an_fsspec_url(tmp_path, url):
+    import fsspec
+
+    counts = {"written": 0, "dropped": 0, "failed": 0}
+    plog = _predlog(tmp_path, queue_size=100, counts=counts)
+    target = f"memory://predlog-{tmp_path.name}" if url == "memory" else (tmp_path / "log").as_uri()
+    plog.params = plog.params.model_copy(update={"dir": target})
+    plog.start()
+    plog.submit("r1", {"tenure": [1, 2], "contract": ["One year", "Two year"]}, [0.1, 0.9], ["No", "Yes"])
+    plog.submit("r2", {"tenure": [3], "contract": ["Month-to-month"]}, [0.7], ["Yes"])
+    plog.stop(5)
+    fs, root = fsspec.core.url_to_fs(target)
+    names = sorted(fs.ls(root, detail=False))
+    assert names and all(n.endswith(".jsonl") for n in names), names  # no temp file left behind
+    records = [json.loads(line) for n in names for line in fs.cat_file(n).decode().splitlines()]
+    assert counts == {"written": 3, "dropped": 0, "failed": 0}
+    assert [(r["request_id"], r["inputs"], r["label"]) for r in records] == [
+        ("r1", {"tenure": 1, "contract": "One year"}, "No"),
+        ("r1", {"tenure": 2, "contract": "Two year"}, "Yes"),
+        ("r2", {"tenure": 3, "contract": "Month-to-month"}, "Yes"),
+    ]
+    assert {(r["model"], r["model_version"]) for r in records} == {("m", "v")}
+    if url == "memory":
+        fs.rm(root, recursive=True)
+
+
+@pytest.mark.slow
+def test_json_logs_cover_supervisor_and_every_worker(model_dir, tmp_path):
+    srv = start_server(tmp_path, model_dir, global_args=("--log-json",), workers=2)
+    try:
+        assert httpx.post(srv.infer_url(), json=infer_body([ROW])).status_code == 200
+    finally:
+        assert srv.stop() == 0
+    lines = [line for line in srv.log.read_text().splitlines() if line.strip()]
+    records = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert all({"ts", "level", "pid", "logger", "msg"} <= r.keys() for r in records)
+    loaded = {r["pid"] for r in records if r["logger"] == "mlops.serve.app" and "loaded" in r["msg"]}
+    assert len(loaded) == 2, records
+    assert srv.proc.pid not in loaded
+    assert any(r["pid"] == srv.proc.pid for r in records), "no record from the supervisor"
+
+
 @pytest.mark.slow
 def test_sigterm_completes_in_flight_requests_and_refuses_new_ones(model_dir, tmp_path):
     # every request waits 600 ms in the batch queue, so all of them are in flight when SIGTERM lands
