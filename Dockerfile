@@ -3,6 +3,10 @@
 #         docker build --build-arg WHEELS=wheelhouse ...     (offline: wheels from ./wheelhouse in the context)
 # Run:    docker run --read-only --tmpfs /tmp -p 8080:8080 -v "$PWD/models:/models:ro" mlops-serve
 # Only the serving dependencies are installed (names below, versions pinned once in pyproject.toml).
+# Size: torch's compiler stack (sympy, mpmath, networkx, jinja2: torch.compile/fx only), headers, test
+# binaries and test libraries are removed; serving runs eager inference and never imports them.
+# Start-up: bytecode is compiled at build time (unchecked-hash, so mtimes don't matter): a read-only root
+# can't cache .pyc files, and compiling torch's sources at every start costs ~2 s.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 
 FROM ${BASE_IMAGE} AS build
@@ -22,15 +26,19 @@ open("requirements.txt", "w").write("\n".join(got) + "\n")' "$SERVE_REQUIREMENTS
  && python3 -m venv /opt/venv \
  && if [ "$WHEELS" = "wheelhouse" ]; then set -- --no-index --find-links /wheelhouse; else set --; fi \
  && /opt/venv/bin/pip install --no-cache-dir "$@" -r requirements.txt \
- && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} + \
- && rm -rf /opt/venv/lib/python3*/site-packages/torch/include /opt/venv/lib/python3*/site-packages/torch/test
+ && /opt/venv/bin/pip uninstall --yes sympy mpmath networkx jinja2 markupsafe \
+ && T="$(echo /opt/venv/lib/python3*/site-packages/torch)" \
+ && rm -rf "$T/include" "$T/test" "$T/share/cmake" \
+ && find "$T/bin" -mindepth 1 ! -name torch_shm_manager -exec rm -rf {} + \
+ && rm -f "$T"/lib/libjitbackend_test.so "$T"/lib/libtorchbind_test.so "$T"/lib/libbackend_with_compiler.so "$T"/lib/libaoti_custom_ops.so
 # the package itself last: a source change does not reinstall the dependencies
 COPY README.md params.yaml ./
 COPY src/ src/
 RUN if [ "$WHEELS" = "wheelhouse" ]; then set -- --no-index --find-links /wheelhouse; else set --; fi \
  && /opt/venv/bin/pip install --no-cache-dir "$@" --no-deps . \
  && /opt/venv/bin/pip uninstall --yes pip \
- && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} +
+ && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} + \
+ && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash -x '/py31[2-9]_[a-z_]*[.]py$' /opt/venv/lib
 
 FROM ${BASE_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp MLOPS_SERVE_PORT=8080

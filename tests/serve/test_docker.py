@@ -201,8 +201,15 @@ def image(docker, tmp_path_factory) -> str:
     )
     size = int(_sh("docker", "image", "inspect", "-f", "{{.Size}}", tag, env=docker))
     print(f"\nimage {tag}: {size / 1e6:.0f} MB")
-    (CACHE / "last-image-size.json").write_text(json.dumps({"image": tag, "bytes": size}))
+    _record(image=tag, bytes=size)
     return tag
+
+
+def _record(**facts) -> None:
+    """Merge measured facts (image size, container cold start) into $MLOPS_DOCKER_CACHE/last-image.json."""
+    path = CACHE / "last-image.json"
+    known = json.loads(path.read_text()) if path.is_file() else {}
+    path.write_text(json.dumps({**known, **facts}, indent=1))
 
 
 def test_image_has_no_compiler(docker, image):
@@ -237,6 +244,7 @@ def test_image_serves_read_only_as_non_root(docker, image, model_dir):
     port = free_port()
     name = f"mlops-serve-test-{port}"
     subprocess.run(["docker", "rm", "-f", name], env=docker, capture_output=True)
+    started = time.monotonic()
     _sh(
         "docker",
         "run",
@@ -274,6 +282,7 @@ def test_image_serves_read_only_as_non_root(docker, image, model_dir):
         while True:
             try:
                 if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
+                    _record(container_start_to_ready_s=round(time.monotonic() - started, 2))
                     break
             except httpx.TransportError:
                 pass
