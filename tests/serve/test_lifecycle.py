@@ -188,18 +188,25 @@ def test_prediction_log_writes_complete_files_to_an_fsspec_url(tmp_path, url):
 
 @pytest.mark.slow
 def test_json_logs_cover_supervisor_and_every_worker(model_dir, tmp_path):
+    def records() -> list[dict]:
+        complete = srv.log.read_text().split("\n")[:-1]  # a line still being written is not read
+        return [json.loads(line) for line in complete if line.strip()]  # every line is one JSON object
+
+    def loaded() -> set[int]:
+        return {r["pid"] for r in records() if r["logger"] == "mlops.serve.app" and "loaded" in r["msg"]}
+
     srv = start_server(tmp_path, model_dir, global_args=("--log-json",), workers=2)
     try:
         assert httpx.post(srv.infer_url(), json=infer_body([ROW])).status_code == 200
+        deadline = time.monotonic() + 30  # readiness may have been answered by one worker only
+        while len(loaded()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
     finally:
         assert srv.stop() == 0
-    lines = [line for line in srv.log.read_text().splitlines() if line.strip()]
-    records = [json.loads(line) for line in lines]  # every line is one JSON object
-    assert all({"ts", "level", "pid", "logger", "msg"} <= r.keys() for r in records)
-    loaded = {r["pid"] for r in records if r["logger"] == "mlops.serve.app" and "loaded" in r["msg"]}
-    assert len(loaded) == 2, records
-    assert srv.proc.pid not in loaded
-    assert any(r["pid"] == srv.proc.pid for r in records), "no record from the supervisor"
+    assert all({"ts", "level", "pid", "logger", "msg"} <= r.keys() for r in records())
+    assert len(loaded()) == 2, records()
+    assert srv.proc.pid not in loaded()
+    assert any(r["pid"] == srv.proc.pid for r in records()), "no record from the supervisor"
 
 
 @pytest.mark.slow
