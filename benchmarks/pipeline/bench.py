@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -20,22 +19,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+from conftest import copy_repository  # noqa: E402 - the tests' copy of the repository, reused
+
 TARGETS = {"cold_repro_s": 60.0, "noop_repro_s": 1.5, "train_loop_ratio": 1.1}
-
-
-def copy_repo(dest: Path) -> None:
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split("\0")
-    for name in filter(None, listed):
-        if (REPO / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(REPO / name, dest / name)
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
 
 
 def timed(cmd: list[str], cwd: Path, env: dict[str, str]) -> float:
@@ -120,7 +107,7 @@ def main() -> int:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-pipeline-") as tmp:
         repo = Path(tmp) / "repo"
-        copy_repo(repo)
+        copy_repository(repo)
         env = dict(
             os.environ,
             DVC_NO_ANALYTICS="1",

@@ -33,27 +33,9 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-ROW = {
-    "tenure": 12,
-    "monthly_charges": 70.5,
-    "total_charges": 845.2,
-    "female": 1,
-    "senior_citizen": 0,
-    "partner": 1,
-    "dependents": 0,
-    "phone_service": 1,
-    "paperless_billing": 1,
-    "contract": "Month-to-month",
-    "internet_service": "Fiber optic",
-    "payment_method": "Electronic check",
-    "multiple_lines": "No",
-    "online_security": "No",
-    "online_backup": "No",
-    "device_protection": "No",
-    "tech_support": "No",
-    "streaming_tv": "Yes",
-    "streaming_movies": "Yes",
-}
+sys.path.insert(0, str(REPO / "tests"))
+from serve.serve_helpers import ROW, free_port, infer_body  # noqa: E402 - the tests' request builders
+
 SCENARIOS = [
     ("single-row c=1", 1, 1),
     ("single-row c=16", 1, 16),
@@ -79,35 +61,13 @@ def rows(n: int) -> list[dict[str, Any]]:
 
 
 def oip_body(n: int) -> bytes:
-    rs = rows(n)
-    dtype = {"tenure": "INT64", "monthly_charges": "FP64", "total_charges": "FP64"}
-    return json.dumps(
-        {
-            "inputs": [
-                {
-                    "name": k,
-                    "shape": [n],
-                    "datatype": "BYTES" if isinstance(v, str) else dtype.get(k, "INT64"),
-                    "data": [r[k] for r in rs],
-                }
-                for k, v in ROW.items()
-            ]
-        }
-    ).encode()
+    return json.dumps(infer_body(rows(n))).encode()
 
 
 def mlflow_body(n: int) -> bytes:
     rs = rows(n)
     data = [[r[k] for k in ROW] for r in rs]
     return json.dumps({"dataframe_split": {"columns": list(ROW), "data": data}}).encode()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start(cmd: list[str], ready_url: str, env: dict[str, str], cwd: Path, log: Path) -> tuple[Any, float]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +14,7 @@ from typing import Any
 import httpx
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
+from conftest import REPO, free_port
 
 ROW: dict[str, Any] = {
     "tenure": 12,
