@@ -8,7 +8,6 @@ of the weights). `load()` verifies that sha256 before building the network.
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -21,14 +20,13 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from mlops import files
-from mlops.errors import ChecksumMismatch, ModelNotReady
+from mlops.artifact import FORMAT, METADATA, WEIGHTS, verify
+from mlops.artifact import read_metadata as read_metadata  # re-exported: callers use model.read_metadata
+from mlops.errors import ModelNotReady
 from mlops.features import Preprocessor
 
 log = logging.getLogger(__name__)
 
-FORMAT = "mlops-model/v1"
-WEIGHTS = "model.safetensors"
-METADATA = "model.json"
 ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
@@ -113,20 +111,6 @@ class LoadedModel:
         return [pos if p >= self.threshold else neg for p in proba]
 
 
-def read_metadata(model_dir: Path) -> dict[str, Any]:
-    """Read model.json, raising ModelNotReady (exit 5) when it is missing or unreadable."""
-    path = model_dir / METADATA
-    try:
-        meta = json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise ModelNotReady(f"{path}: model metadata not found") from e
-    except (OSError, ValueError) as e:
-        raise ModelNotReady(f"{path}: unreadable model metadata ({e})") from e
-    if meta.get("format") != FORMAT:
-        raise ModelNotReady(f"{path}: format {meta.get('format')!r}, expected {FORMAT!r}")
-    return meta
-
-
 def load(model_dir: str | Path) -> LoadedModel:
     """Load and verify a model directory.
 
@@ -135,16 +119,7 @@ def load(model_dir: str | Path) -> LoadedModel:
         ChecksumMismatch: the weights' sha256 differs from model.json (exit 6).
     """
     model_dir = Path(model_dir)
-    meta = read_metadata(model_dir)
-    weights = model_dir / meta["weights"]["file"]
-    try:
-        digest = files.file_digest(weights)
-    except FileNotFoundError as e:
-        raise ModelNotReady(f"{weights}: model weights not found") from e
-    if digest != meta["weights"]["sha256"]:
-        raise ChecksumMismatch(
-            f"{weights}: sha256 {digest[:12]}… does not match model.json ({meta['weights']['sha256'][:12]}…)"
-        )
+    meta, weights = verify(model_dir)
     net = build(meta["architecture"])
     try:
         net.load_state_dict(load_file(str(weights)), strict=True)

@@ -25,7 +25,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from mlops import files
+from mlops import artifact, files
 from mlops import model as model_lib
 from mlops.errors import ChecksumMismatch, MlopsError, ModelNotReady, PromotionRefused
 
@@ -335,24 +335,16 @@ def fetch_model(name: str, version: str, dest: Path) -> dict[str, Any]:
                 f"model {name!r} version {mv.version}: no {model_lib.METADATA} in its artifacts"
             )
         src = found[0].parent
-        weights = src / model_lib.WEIGHTS
-        if not weights.is_file():
-            raise ModelNotReady(
-                f"model {name!r} version {mv.version}: no {model_lib.WEIGHTS} in its artifacts"
-            )
-        digest = files.file_digest(weights)
-        if digest != expected:
-            raise ChecksumMismatch(
-                f"model {name!r} version {mv.version}: weights sha256 {digest[:12]}… does not "
-                f"match the registry tag weights_sha256 ({expected[:12]}…)"
-            )
-        meta = model_lib.read_metadata(src)
+        try:
+            meta, weights = artifact.verify(src)  # weights missing: exit 5; not those of model.json: 6
+        except (ModelNotReady, ChecksumMismatch) as e:
+            raise type(e)(f"model {name!r} version {mv.version}: {e}") from e
         if meta["weights"]["sha256"] != expected:
             raise ChecksumMismatch(
-                f"model {name!r} version {mv.version}: model.json names sha256 "
-                f"{meta['weights']['sha256'][:12]}…, the registry tag {expected[:12]}…"
+                f"model {name!r} version {mv.version}: weights sha256 {meta['weights']['sha256'][:12]}… "
+                f"does not match the registry tag weights_sha256 ({expected[:12]}…)"
             )
-        os.replace(weights, dest / model_lib.WEIGHTS)
+        os.replace(weights, dest / weights.name)
         os.replace(src / model_lib.METADATA, dest / model_lib.METADATA)
     result = {"name": name, "version": str(mv.version), "sha256": expected, "dest": str(dest)}
     files.write_json(dest / "registry.json", result)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import logging
 import os
 import shutil
@@ -25,33 +24,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from mlops.artifact import verify
 from mlops.config import ServeParams
-from mlops.errors import ChecksumMismatch, ConfigError, MlopsError, ModelNotReady
-from mlops.files import file_digest
+from mlops.errors import ConfigError, MlopsError
 
 log = logging.getLogger(__name__)
-
-
-def precheck(model_dir: Path) -> dict[str, Any]:
-    """Read model.json and verify the weights' sha256 without importing torch (fast, clear exit codes)."""
-    path = model_dir / "model.json"
-    try:
-        meta = json.loads(path.read_text())
-        weights = model_dir / meta["weights"]["file"]
-        expected = meta["weights"]["sha256"]
-    except FileNotFoundError as e:
-        raise ModelNotReady(f"{path}: model metadata not found") from e
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ModelNotReady(f"{path}: unreadable model metadata ({e})") from e
-    try:
-        digest = file_digest(weights)
-    except FileNotFoundError as e:
-        raise ModelNotReady(f"{weights}: model weights not found") from e
-    if digest != expected:
-        raise ChecksumMismatch(
-            f"{weights}: sha256 {digest[:12]}… does not match model.json ({expected[:12]}…)"
-        )
-    return meta
 
 
 def bind(host: str, port: int, reuseport: bool) -> socket.socket:
@@ -99,7 +76,7 @@ def run(
         ConfigError: the port cannot be bound (exit 2). MlopsError: a worker died (exit 1).
     """
     model_dir = Path(model_dir).resolve()
-    meta = precheck(model_dir)
+    meta, _ = verify(model_dir)  # before importing torch: fast, clear exit codes
     version = model_version or os.environ.get("MLOPS_MODEL_VERSION") or meta["weights"]["sha256"][:12]
     bind(host, port, reuseport=False).close()  # fail early and clearly when the port is taken
     prom_dir = tempfile.mkdtemp(prefix="mlops-prometheus-")
