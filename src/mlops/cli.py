@@ -100,8 +100,6 @@ def cmd_serve(args: argparse.Namespace, params: Params) -> None:
         host=args.host,
         port=args.port,
         model_version=args.model_version,
-        json_logs=args.log_json,
-        debug=args.debug,
     )
 
 

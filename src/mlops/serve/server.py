@@ -56,10 +56,10 @@ def run(
     host: str = "127.0.0.1",
     port: int = 8080,
     model_version: str | None = None,
-    json_logs: bool = False,
-    debug: bool = False,
 ) -> None:
     """Serve the model in `model_dir` until SIGTERM/SIGINT.
+
+    Logging is configured by the caller (the CLI's --log-json/--debug); the forked workers inherit it.
 
     Args:
         params: the `serve` section of params.yaml.
@@ -68,8 +68,6 @@ def run(
         port: TCP port (a fixed port: workers share it with SO_REUSEPORT).
         model_version: version shown by the API and /metrics; default env MLOPS_MODEL_VERSION, else the
             first 12 hex digits of the weights' sha256.
-        json_logs: unused here: the CLI configures logging and the forked workers inherit it.
-        debug: unused here, as json_logs.
 
     Raises:
         ModelNotReady: model files missing (exit 5). ChecksumMismatch: weights altered (exit 6).
