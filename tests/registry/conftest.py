@@ -57,6 +57,25 @@ def evaluate_args(ws: Workspace) -> list[str]:
     return ws.stage_args("evaluate")
 
 
+def register_args(ws: Workspace, name: str, *extra: str) -> list[str]:
+    """`mlops register --json` arguments for a workspace's gated model, registered as `name`."""
+    return [
+        "register",
+        "--model-dir",
+        str(ws.models),
+        "--gate",
+        str(ws.root / "reports/gate.json"),
+        "--metrics",
+        str(ws.metrics),
+        "--dvc-lock",
+        str(ws.root / "dvc.lock"),
+        "--name",
+        name,
+        "--json",
+        *extra,
+    ]
+
+
 def perturb_weights(ws: Workspace, scale: float, seed: int = 0) -> str:
     """Add seeded Gaussian noise (relative `scale`) to every weight and re-save; returns the new sha256."""
     import torch

@@ -16,7 +16,15 @@ from mlops import gate
 from mlops.config import parse_params
 from mlops.errors import ConfigError
 
-from .conftest import copy_workspace, evaluate_args, gate_args, perturb_weights, set_gate, write_record
+from .conftest import (
+    copy_workspace,
+    evaluate_args,
+    gate_args,
+    perturb_weights,
+    register_args,
+    set_gate,
+    write_record,
+)
 from conftest import REPO
 
 
@@ -152,22 +160,7 @@ def test_bootstrap_is_seeded(params):
 @pytest.fixture
 def champion(gated, server_uri, unique_name, tmp_path):
     """The demo model registered on the real server; returns (record path, version)."""
-    assert (
-        gated.mlops(
-            "register",
-            "--model-dir",
-            str(gated.models),
-            "--gate",
-            str(gated.root / "reports/gate.json"),
-            "--metrics",
-            str(gated.metrics),
-            "--dvc-lock",
-            str(gated.root / "dvc.lock"),
-            "--name",
-            unique_name,
-        )
-        == 0
-    )
+    assert gated.mlops(*register_args(gated, unique_name)) == 0
     sha = json.loads((gated.models / "model.json").read_text())["weights"]["sha256"]
     return write_record(tmp_path / "deploy/envs/production/model.yaml", unique_name, "1", sha), sha
 

@@ -14,27 +14,9 @@ from mlops import model as model_lib
 from mlops.evaluate import test_rows as evaluate_test_rows
 from mlops.featurize import LABEL
 
-from .conftest import copy_workspace, gate_args, set_gate
+from .conftest import copy_workspace, gate_args, register_args, set_gate
 
 pytestmark = pytest.mark.slow
-
-
-def register_args(ws, name: str, *extra: str) -> list[str]:
-    return [
-        "register",
-        "--model-dir",
-        str(ws.models),
-        "--gate",
-        str(ws.root / "reports/gate.json"),
-        "--metrics",
-        str(ws.metrics),
-        "--dvc-lock",
-        str(ws.root / "dvc.lock"),
-        "--name",
-        name,
-        "--json",
-        *extra,
-    ]
 
 
 def sha_of(ws) -> str:
