@@ -25,7 +25,7 @@ assert len(got) == len(want), f"serving requirements not pinned in pyproject.tom
 open("requirements.txt", "w").write("\n".join(got) + "\n")' "$SERVE_REQUIREMENTS" \
  && python3 -m venv /opt/venv \
  && if [ "$WHEELS" = "wheelhouse" ]; then set -- --no-index --find-links /wheelhouse; else set --; fi \
- && /opt/venv/bin/pip install --no-cache-dir "$@" -r requirements.txt \
+ && /opt/venv/bin/pip install --no-cache-dir --no-compile "$@" -r requirements.txt \
  && /opt/venv/bin/pip uninstall --yes sympy mpmath networkx jinja2 markupsafe \
  && T="$(echo /opt/venv/lib/python3*/site-packages/torch)" \
  && rm -rf "$T/include" "$T/test" "$T/share/cmake" \
@@ -35,7 +35,7 @@ open("requirements.txt", "w").write("\n".join(got) + "\n")' "$SERVE_REQUIREMENTS
 COPY README.md params.yaml ./
 COPY src/ src/
 RUN if [ "$WHEELS" = "wheelhouse" ]; then set -- --no-index --find-links /wheelhouse; else set --; fi \
- && /opt/venv/bin/pip install --no-cache-dir "$@" --no-deps . \
+ && /opt/venv/bin/pip install --no-cache-dir --no-compile "$@" --no-deps . \
  && /opt/venv/bin/pip uninstall --yes pip \
  && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} + \
  && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash -x '/py31[2-9]_[a-z_]*[.]py$' /opt/venv/lib
