@@ -11,9 +11,9 @@ from mlops import cli
 from mlops.config import load_params, parse_params
 from mlops.errors import ConfigError
 
-from conftest import REPO
+from conftest import FIXTURE_PARAMS, REPO
 
-SHIPPED = yaml.safe_load((REPO / "params.yaml").read_text())
+SHIPPED = yaml.safe_load(FIXTURE_PARAMS.read_text())
 
 
 def edited(change) -> dict:

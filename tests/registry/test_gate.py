@@ -25,7 +25,7 @@ from .conftest import (
     set_gate,
     write_record,
 )
-from conftest import REPO
+from conftest import FIXTURE_PARAMS, REPO
 
 
 def read_gate(ws) -> dict:
@@ -97,11 +97,11 @@ def test_slice_without_metrics_is_skipped(params):
 
 
 def test_unknown_gate_metric_is_a_config_error():
-    data = yaml.safe_load(open(REPO / "params.yaml"))
+    data = yaml.safe_load(open(FIXTURE_PARAMS))
     data["gate"]["metrics"]["min"]["auroc"] = 0.8
     with pytest.raises(ConfigError, match=r"gate\.metrics\.min\.auroc: unknown metric"):
         parse_params(data)
-    data = yaml.safe_load(open(REPO / "params.yaml"))
+    data = yaml.safe_load(open(FIXTURE_PARAMS))
     del data["gate"]["champion"]["bootstrap"]["seed"]
     with pytest.raises(ConfigError, match=r"gate\.champion\.bootstrap\.seed: missing required key"):
         parse_params(data)

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import yaml
 
-from conftest import REPO, free_port
+from conftest import FIXTURE_PARAMS, REPO, free_port
 
 ROW: dict[str, Any] = {
     "tenure": 12,
@@ -98,7 +98,7 @@ def start_server(
     `global_args` go before the subcommand (e.g. `("--log-json",)`).
     """
     root.mkdir(parents=True, exist_ok=True)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params = yaml.safe_load(FIXTURE_PARAMS.read_text())
     for key, value in serve.items():
         if isinstance(value, dict):
             params["serve"][key].update(value)

@@ -259,10 +259,10 @@ def test_openapi_document_is_published(server):
 
 
 def _serve_once(args: list[str], cwd) -> subprocess.CompletedProcess:
-    from .serve_helpers import REPO
+    from .serve_helpers import FIXTURE_PARAMS
 
     return subprocess.run(
-        [sys.executable, "-m", "mlops.cli", "--params", str(REPO / "params.yaml"), "serve", *args],
+        [sys.executable, "-m", "mlops.cli", "--params", str(FIXTURE_PARAMS), "serve", *args],
         cwd=cwd,
         capture_output=True,
         text=True,

@@ -22,7 +22,7 @@ from mlops.serve.app import App, Settings
 from mlops.serve.batching import Batcher, Overloaded
 from mlops.serve.predlog import PredictionLog
 
-from .serve_helpers import REPO, ROW, infer_body, start_server
+from .serve_helpers import FIXTURE_PARAMS, REPO, ROW, infer_body, start_server
 
 
 def _asgi_get(loop, app: App, path: str) -> tuple[int, dict]:
@@ -44,7 +44,7 @@ def test_not_ready_until_checksum_verified(model_dir, tmp_path):
     altered = tmp_path / "models"
     shutil.copytree(model_dir, altered)
     (altered / "model.safetensors").write_bytes(b"\x00" * 64)
-    params = load_params(REPO / "params.yaml").serve
+    params = load_params(FIXTURE_PARAMS).serve
     app = App(Settings(str(altered), "v-test", params.model_dump(mode="json")))
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
