@@ -2,6 +2,9 @@
 
 Every stage writes through these helpers so an interrupted or failed stage never leaves a half-written
 output behind: data goes to a temporary file in the target directory, then is renamed over the target.
+The file then has the mode any plainly created file would have (0666 less the umask: 0644 under the usual
+umask 022), not the 0600 of the private temp file, so other users (a container running as uid 10001, a
+CI job's artifact upload) can read what a stage or CLI command wrote.
 """
 
 from __future__ import annotations
@@ -34,9 +37,29 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates 0600; a writer may also have replaced the temp file: set the mode last
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, target)
     finally:
         tmp_path.unlink(missing_ok=True)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it (Linux /proc) where possible.
+
+    `os.umask` can only be read by setting it, which races with other threads creating files; it is
+    the fallback where /proc/self/status has no `Umask:` line (not Linux, or a kernel before 4.7).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_bytes(target: str | os.PathLike[str], data: bytes) -> None:

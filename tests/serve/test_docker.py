@@ -235,7 +235,6 @@ def _world_readable_copy(model_dir: Path) -> Path:
     target.chmod(0o755)
     for f in model_dir.iterdir():
         shutil.copy(f, target / f.name)
-        (target / f.name).chmod(0o644)
     return target
 
 
