@@ -10,7 +10,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev run test lint ci-verify ci-train ci-retrain ci-report ci-release ingest validate featurize train evaluate gate register report bench-pipeline serve docker-build bench-serving clean
+.PHONY: help install install-dev system-packages run test lint ci-verify ci-train ci-retrain ci-report ci-release ingest validate featurize train evaluate gate register report bench-pipeline serve docker-build bench-serving clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_ -]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -55,7 +55,10 @@ register: install ## register models/ in the MLflow registry, alias candidate (r
 report: install ## write the review report to reports/review/ (POST=1: also comment on the merge request)
 	mlops report $(if $(POST),--post)
 
-test: install-dev ## run the whole test suite (unit, data, model, e2e)
+system-packages: ## install the Debian packages the tests need (root), or print the command and stop (exit 3)
+	@tools/system-packages.sh
+
+test: system-packages install-dev ## run the whole test suite (unit, data, model, e2e)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install-dev ## every pre-commit hook on every file (ruff, YAML, CI schemas, actionlint, hadolint, secrets)
