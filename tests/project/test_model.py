@@ -1,0 +1,103 @@
+"""Project tests, model: the behavioural expectations declared in params.yaml `expectations` hold on real
+test rows, and the served model answers requests built from the schema and from real rows.
+
+Directional (changing one feature moves the probability the declared way), invariance (changing a
+column the model must ignore, such as the id, moves nothing) and minimum functionality (rows matching
+a condition get the declared class) are data in params.yaml; this file only evaluates them.
+"""
+
+from __future__ import annotations
+
+import httpx
+import numpy as np
+import pytest
+
+from mlops import expectations
+from mlops.config import load_params
+
+from .cases import infer_body, plain, request_corruptions, schema_rows
+from .conftest import PROJECT_PARAMS
+
+DECLARED = load_params(PROJECT_PARAMS).expectations
+KINDS = {
+    "directional": DECLARED.directional,
+    "invariance": DECLARED.invariance,
+    "minimum": DECLARED.minimum,
+}
+CASES = [(kind, i) for kind, items in KINDS.items() for i in range(len(items))]
+
+
+@pytest.mark.parametrize(("kind", "index"), CASES, ids=[f"{k}-{i}" for k, i in CASES])
+def test_declared_expectation_holds_on_real_test_rows(kind, index, model, test_rows):
+    """One expectation from params.yaml, checked on the raw rows of the test split."""
+    outcome = getattr(expectations, kind)(model, test_rows, KINDS[kind][index])
+    assert outcome.rows > 0, f"{outcome.description}: no test row qualifies, so nothing was checked"
+    assert outcome.passed, outcome.as_dict()
+
+
+def test_predictions_are_invariant_to_the_id(model, test_rows, project_params):
+    """Whatever params.yaml declares: the id is not an input, so replacing every id changes nothing."""
+    id_column = project_params.schema_.id
+    moved = test_rows.copy()
+    moved[id_column] = moved[id_column].astype(str) + "-other"
+    assert np.array_equal(model.predict_proba(moved), model.predict_proba(test_rows))
+
+
+def test_model_meets_the_gate_metric_bounds_on_its_test_split(project, project_params):
+    """The evaluated test metrics are inside the absolute bounds params.yaml's gate sets."""
+    import json
+
+    metrics = json.loads(project.metrics.read_text())["test"]
+    for name, bound in project_params.gate.metrics.min.items():
+        assert metrics[name] >= bound, (name, metrics[name], bound)
+    for name, bound in project_params.gate.metrics.max.items():
+        assert metrics[name] <= bound, (name, metrics[name], bound)
+
+
+def _infer(url: str, name: str, body: dict) -> httpx.Response:
+    return httpx.post(f"{url}/v2/models/{name}/infer", json=body, timeout=30)
+
+
+def _outputs(response: httpx.Response) -> tuple[np.ndarray, list[str]]:
+    assert response.status_code == 200, response.text
+    out = {o["name"]: o["data"] for o in response.json()["outputs"]}
+    return np.asarray(out["probability"], dtype=float), out["label"]
+
+
+def test_served_model_answers_a_request_built_from_the_schema(served, model):
+    """Rows made from model.json's feature spec alone (every category, the numeric ranges, nulls where
+    allowed) get the same probabilities as the model in-process, and labels from the label classes."""
+    features = model.metadata["features"]
+    n = max(3, *(len(f.get("categories") or ()) for f in features))
+    rows = schema_rows(features, n)
+    proba, labels = _outputs(_infer(served, model.name, infer_body(features, rows)))
+    assert proba.shape == (n,) and np.all((proba >= 0) & (proba <= 1))
+    assert np.allclose(proba, model.predict_proba(rows), atol=1e-6)
+    assert set(labels) <= set(model.metadata["label"]["classes"])
+
+
+def test_served_model_matches_the_model_on_real_test_rows(served, model, test_rows):
+    """Real test rows sent over the Open Inference Protocol score as they do in-process."""
+    features = model.metadata["features"]
+    sample = test_rows.head(64)
+    columns = {f["name"]: sample[f["name"]].tolist() for f in features}
+    proba, labels = _outputs(_infer(served, model.name, infer_body(features, columns)))
+    expected = model.predict_proba(sample)
+    assert np.allclose(proba, expected, atol=1e-6)
+    assert labels == model.predict_label(expected)
+
+
+def test_served_model_refuses_bad_values_naming_the_input(served, model):
+    """For every feature, values its spec forbids (out of range, non-integer, unknown category, null when
+    not nullable) get 400 naming that input, never a 5xx."""
+    features = model.metadata["features"]
+    refused = []
+    for name, what, value in request_corruptions(features):
+        rows = schema_rows(features, 2)
+        integer = next(f["dtype"] == "INT64" for f in features if f["name"] == name)
+        rows[name] = [plain(value, integer), rows[name][0] if rows[name][0] is not None else rows[name][1]]
+        response = _infer(served, model.name, infer_body(features, rows))
+        assert response.status_code == 400, (name, what, response.status_code, response.text)
+        assert f"'{name}'" in response.json()["error"], (name, what, response.text)
+        refused.append(name)
+    assert set(refused) == {f["name"] for f in features}
