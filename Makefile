@@ -114,6 +114,9 @@ ci-report: install ## CI job report: write the review report, post or update the
 	mlops report --post
 
 ci-release: install ## CI job release: register the gated model in MLflow, build (and push) the serving image
+	@if [ "$$CI" = "true" ] && [ -z "$$MLFLOW_TRACKING_URI" ]; then \
+		echo "ci-release: error: MLFLOW_TRACKING_URI is not set: in CI the model must be registered in the team's MLflow server, not a throwaway local store (set the CI secret)" >&2; \
+		exit 2; fi
 	mlops register
 	@if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then \
 		echo "ci-release: no Docker engine on this runner: serving image not built"; \
@@ -121,6 +124,9 @@ ci-release: install ## CI job release: register the gated model in MLflow, build
 		$(MAKE) docker-build IMAGE=mlops-serve:$$(git rev-parse --short HEAD); \
 		echo "ci-release: IMAGE_REGISTRY is not set: image built, not pushed"; \
 	else \
+		if [ -n "$$REGISTRY_USER" ] && [ -n "$$REGISTRY_PASSWORD" ]; then \
+			printf '%s' "$$REGISTRY_PASSWORD" | docker login --username "$$REGISTRY_USER" --password-stdin "$${IMAGE_REGISTRY%%/*}" || exit 1; \
+		else echo "ci-release: REGISTRY_USER/REGISTRY_PASSWORD not set: pushing with the runner's existing docker login"; fi; \
 		$(MAKE) docker-build IMAGE=$$IMAGE_REGISTRY/mlops-serve:$$(git rev-parse --short HEAD) && \
 		docker push $$IMAGE_REGISTRY/mlops-serve:$$(git rev-parse --short HEAD); \
 	fi
