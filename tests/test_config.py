@@ -10,10 +10,11 @@ import yaml
 from mlops import cli
 from mlops.config import load_params, parse_params
 from mlops.errors import ConfigError
+from mlops.params_io import read_yaml
 
-from conftest import FIXTURE_PARAMS, REPO
+from conftest import FIXTURE_PARAMS
 
-SHIPPED = yaml.safe_load(FIXTURE_PARAMS.read_text())
+SHIPPED = read_yaml(FIXTURE_PARAMS)
 
 
 def edited(change) -> dict:
@@ -41,7 +42,7 @@ def test_missing_key_names_key_path():
 
 
 def test_mistyped_key_names_expected_type():
-    data = edited(lambda d: d["train"].__setitem__("lr", "1e-3"))  # YAML reads 1e-3 as a string
+    data = edited(lambda d: d["train"].__setitem__("lr", "1e-3"))  # a quoted number is a string
     with pytest.raises(ConfigError, match=r"train\.lr: expected to be a valid number \(got str '1e-3'\)"):
         parse_params(data)
 
@@ -93,3 +94,27 @@ def test_cli_params_typo_exits_2_with_one_line(tmp_path, capsys):
 def test_cli_usage_error_exits_2(capsys):
     assert cli.main(["no-such-command"]) == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def test_params_are_read_as_yaml_1_2_like_dvc(tmp_path):
+    """`dvc exp run -S` rewrites params.yaml in YAML 1.2 (`classes: [No, Yes]` unquoted): still valid."""
+    text = FIXTURE_PARAMS.read_text()
+    text = text.replace('classes: ["No", "Yes"]', "classes: [No, Yes]").replace(
+        'positive: "Yes"', "positive: Yes"
+    )
+    text = text.replace("lr: 0.001", "lr: 1e-3")
+    assert "classes: [No, Yes]" in text and "positive: Yes" in text and "lr: 1e-3" in text
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    p = load_params(path)
+    assert p.schema_.label.classes == ["No", "Yes"] and p.schema_.label.positive == "Yes"
+    assert p.train.lr == 0.001
+    # PyYAML (YAML 1.1) would have read booleans here: the project must not
+    assert yaml.safe_load("c: [No, Yes]")["c"] == [False, True]
+
+
+def test_duplicate_params_key_is_an_error(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text(FIXTURE_PARAMS.read_text() + "\ntrain:\n  epochs: 3\n")
+    with pytest.raises(ConfigError, match=f"{path}: not valid YAML: .*duplicate key"):
+        load_params(path)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mlops import evaluate
+from mlops import evaluate, labels
 
 
 def strict_load(path):
@@ -18,15 +18,19 @@ def strict_load(path):
     return json.loads(path.read_text(), parse_constant=reject)
 
 
+def n_test_rows(pipeline) -> int:
+    return json.loads((pipeline.processed / "preprocess.json").read_text())["splits"]["test"]["rows"]
+
+
 def test_demo_metrics_meet_the_quality_bar(pipeline):
     m = strict_load(pipeline.metrics)["test"]
-    assert m["rows"] == 1409
+    assert m["rows"] == n_test_rows(pipeline)
     assert m["roc_auc"] >= 0.80
     assert set(m) >= {"roc_auc", "pr_auc", "f1", "precision", "recall", "accuracy", "log_loss", "ece"}
     assert 0 <= m["ece"] < 0.1 and 0 < m["log_loss"] < 0.6
 
 
-def test_slices_cover_the_test_rows(pipeline):
+def test_slices_cover_the_n_test_rows(pipeline):
     result = strict_load(pipeline.metrics)
     assert set(result["slices"]) == {"contract", "internet_service", "tenure_band"}
     for name, groups in result["slices"].items():
@@ -43,9 +47,9 @@ def test_plot_files_are_strict_json_with_the_declared_fields(pipeline):
     assert {"fpr", "tpr"} <= set(roc[0]) and roc[-1]["fpr"] == roc[-1]["tpr"] == 1.0
     assert {"recall", "precision"} == set(strict_load(pipeline.plots / "pr.json")[0])
     confusion = strict_load(pipeline.plots / "confusion.json")
-    assert len(confusion) == 1409 and set(confusion[0]) == {"actual", "predicted"}
+    assert len(confusion) == n_test_rows(pipeline) and set(confusion[0]) == {"actual", "predicted"}
     cal = strict_load(pipeline.plots / "calibration.json")
-    assert sum(b["rows"] for b in cal) == 1409
+    assert sum(b["rows"] for b in cal) == n_test_rows(pipeline)
 
 
 def test_scores_against_sklearn_and_edge_cases():
@@ -66,3 +70,32 @@ def test_expected_calibration_error():
     assert evaluate.expected_calibration_error(y, np.array([0.1, 0.2, 0.7, 0.8]), 2) == pytest.approx(
         (2 * 0.15 + 2 * 0.25) / 4
     )
+
+
+@pytest.mark.parametrize("classes", [["No", "Yes"], ["Yes", "No"]], ids=["positive-last", "positive-first"])
+def test_confusion_matrix_names_the_positive_class_wherever_it_is_listed(classes):
+    """y = 1 is `positive` whatever the order of the classes: the matrix must not swap them."""
+    y = np.array([1, 1, 0, 0])
+    p = np.array([0.9, 0.2, 0.1, 0.8])
+    rows = evaluate.plot_data(y, p, 0.5, classes, "Yes", 10)["confusion"]
+    assert rows == [
+        {"actual": "Yes", "predicted": "Yes"},
+        {"actual": "Yes", "predicted": "No"},
+        {"actual": "No", "predicted": "No"},
+        {"actual": "No", "predicted": "Yes"},
+    ]
+
+
+def test_one_label_mapping():
+    assert labels.negative_class(["Yes", "No"], "Yes") == labels.negative_class(["No", "Yes"], "Yes") == "No"
+    assert labels.to_binary(["good", "bad", "good"], "bad").tolist() == [0, 1, 0]
+    assert labels.predict([0.7, 0.2], 0.5, ["bad", "good"], "bad") == ["bad", "good"]
+    with pytest.raises(ValueError, match="two distinct classes"):
+        labels.negative_class(["a", "a"], "a")
+
+
+def test_null_categorical_values_form_their_own_slice():
+    import pandas as pd
+
+    keys = evaluate.slice_keys(pd.DataFrame({"c": ["a", None, "b", float("nan")]}), "c", None)
+    assert keys.tolist() == ["a", evaluate.MISSING, "b", evaluate.MISSING]

@@ -84,6 +84,12 @@ def test_minimum_functionality_obvious_cases(model, customers):
     p_risky, p_loyal = model.predict_proba(risky)[0], model.predict_proba(loyal)[0]
     assert p_risky > 0.5 > p_loyal
     assert model.predict_label([p_risky, p_loyal]) == ["Yes", "No"]
+    # the positive class listed first in model.json's classes maps the same way
+    first = {**model.metadata, "label": {**model.metadata["label"], "classes": ["Yes", "No"]}}
+    assert type(model)(first, model.net, model.preprocessor).predict_label([p_risky, p_loyal]) == [
+        "Yes",
+        "No",
+    ]
 
 
 def test_tampered_weights_are_refused(pipeline, tmp_path):

@@ -8,13 +8,12 @@ a stage reads is written in params.yaml, so the file is the whole truth about a 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from mlops.errors import ConfigError
+from mlops.params_io import read_yaml
 
 
 class Section(BaseModel):
@@ -47,6 +46,9 @@ class SqlSource(Section):
 
     url_env: str
     query: str
+    fingerprint_query: str | None = None
+    """Optional query whose rows `mlops fingerprint` records besides the row count (e.g. a
+    max(updated_at) or a checksum aggregate), so `dvc repro` also notices in-place updates."""
 
 
 class IngestParams(Section):
@@ -437,14 +439,7 @@ def load_params(path: str | os.PathLike[str] = "params.yaml") -> Params:
 
     Raises:
         ConfigError: the file is missing, is not YAML, or has an unknown, missing or mistyped key.
+
+    The file is read as YAML 1.2, as DVC reads and rewrites it (`dvc exp run -S`): see `mlops.params_io`.
     """
-    path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read params file ({e.strerror})") from e
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}".replace("\n", " ")) from e
-    return parse_params(data, str(path))
+    return parse_params(read_yaml(path), str(path))

@@ -16,51 +16,25 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from mlops import files
+from mlops import files, labels
 from mlops import model as model_lib
 from mlops.config import EvaluateParams
-from mlops.errors import DataError
-from mlops.featurize import LABEL
-from mlops.validate import read_table
+from mlops.labels import LABEL
+from mlops.metrics import expected_calibration_error as expected_calibration_error
+from mlops.metrics import scores
+from mlops.tables import test_rows
 
 log = logging.getLogger(__name__)
 
 PLOTS = ("roc", "pr", "confusion", "calibration")
-
-
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int) -> float:
-    """ECE: row-weighted mean |observed positive rate - mean predicted probability| over equal-width bins."""
-    which = np.minimum((p * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        mask = which == b
-        if mask.any():
-            total += mask.sum() * abs(y[mask].mean() - p[mask].mean())
-    return float(total / len(y))
-
-
-def scores(y: np.ndarray, p: np.ndarray, threshold: float, bins: int) -> dict[str, Any]:
-    """Classification metrics for labels `y` (0/1) and positive-class probabilities `p`."""
-    pred = (p >= threshold).astype(int)
-    both = len(np.unique(y)) == 2
-    return {
-        "rows": int(len(y)),
-        "positive_rate": float(y.mean()) if len(y) else None,
-        "roc_auc": float(skm.roc_auc_score(y, p)) if both else None,
-        "pr_auc": float(skm.average_precision_score(y, p)) if both else None,
-        "f1": float(skm.f1_score(y, pred, zero_division=0)),
-        "precision": float(skm.precision_score(y, pred, zero_division=0)),
-        "recall": float(skm.recall_score(y, pred, zero_division=0)),
-        "accuracy": float(skm.accuracy_score(y, pred)),
-        "log_loss": float(skm.log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1])),
-        "ece": expected_calibration_error(y, p, bins),
-    }
+MISSING = "(missing)"
+"""The slice key of null values in a categorical slice column."""
 
 
 def slice_keys(frame: pd.DataFrame, column: str, bins: list[float] | None) -> pd.Series:
     """The slice each row falls in: the category, or a band label such as `[12, 24)`."""
-    if bins is None:
-        return frame[column].astype(str)
+    if bins is None:  # nulls of a nullable categorical column form their own slice
+        return frame[column].astype(object).where(frame[column].notna(), MISSING).astype(str)
     bands = pd.cut(frame[column], bins=bins, right=False)
     return bands.map(lambda b: f"[{b.left:g}, {b.right:g})" if isinstance(b, pd.Interval) else "out_of_bins")
 
@@ -84,12 +58,13 @@ def slice_scores(
 
 
 def plot_data(
-    y: np.ndarray, p: np.ndarray, threshold: float, classes: list[str], bins: int
+    y: np.ndarray, p: np.ndarray, threshold: float, classes: list[str], positive: str, bins: int
 ) -> dict[str, list[dict[str, Any]]]:
-    """Rows for the DVC plots: ROC, precision-recall, confusion matrix, calibration."""
+    """Rows for the DVC plots: ROC, precision-recall, confusion matrix, calibration.
+
+    `y` is 0/1 with 1 = `positive` (`mlops.labels`); the confusion matrix names both classes."""
     fpr, tpr, roc_thr = skm.roc_curve(y, p)
     precision, recall, _ = skm.precision_recall_curve(y, p)
-    neg, pos = classes
     pred = p >= threshold
     which = np.minimum((p * bins).astype(int), bins - 1)
     calibration = [
@@ -110,21 +85,15 @@ def plot_data(
         ],
         "pr": [{"recall": float(r), "precision": float(q)} for r, q in zip(recall, precision, strict=True)],
         "confusion": [
-            {"actual": pos if a else neg, "predicted": pos if b else neg}
-            for a, b in zip(y.astype(bool), pred, strict=True)
+            {"actual": a, "predicted": b}
+            for a, b in zip(
+                labels.to_classes(y, classes, positive),
+                labels.to_classes(pred, classes, positive),
+                strict=True,
+            )
         ],
         "calibration": calibration,
     }
-
-
-def test_rows(data: Path, test: Path, id_column: str) -> pd.DataFrame:
-    """Raw feature rows of the test split (joined on the id), with the 0/1 label."""
-    ids = pd.read_parquet(test, columns=[id_column, LABEL])
-    raw = read_table(data)
-    rows = ids.merge(raw, on=id_column, how="left", validate="one_to_one")
-    if rows.drop(columns=[LABEL]).isna().all(axis=1).any():
-        raise DataError(f"{data}: some test ids of {test} are missing; rerun featurize")
-    return rows
 
 
 def run(
@@ -155,9 +124,8 @@ def run(
         "threshold": model.threshold,
     }
     files.write_json(metrics_path, result)
-    for name, points in plot_data(
-        y, p, model.threshold, meta["label"]["classes"], params.calibration_bins
-    ).items():
+    classes, positive = labels.from_metadata(meta)
+    for name, points in plot_data(y, p, model.threshold, classes, positive, params.calibration_bins).items():
         files.write_json(plots_dir / f"{name}.json", points)
     t = result["test"]
     log.info(

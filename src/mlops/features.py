@@ -1,7 +1,10 @@
 """features: the preprocessing shared by featurize, train, evaluate and the model server.
 
 Numeric columns: nulls imputed with the train median, then standardised with the train mean and std.
-Categorical columns: one-hot over the declared categories (the schema fixes order and width).
+Categorical columns: one-hot over the declared categories (the schema fixes order and width); a
+nullable categorical column (`schema.categorical.<col>.nullable: true`) has one more slot, `<col>=<missing>`,
+after its categories, which a null (None, NaN, pd.NA) fills. A null in a column that is not nullable is
+an error naming the column.
 The fitted state is plain JSON (no pickle) and travels inside models/model.json, so a model file is
 self-contained: raw feature values in, probabilities out. `transform` takes any mapping of column name
 to a sequence of values (a DataFrame or a dict of lists), so serving needs no pandas per request.
@@ -16,6 +19,18 @@ from typing import Any
 import numpy as np
 
 from mlops.errors import DataError
+
+MISSING = "<missing>"
+"""The name of a nullable categorical column's extra one-hot slot (feature `<col>=<missing>`)."""
+
+
+def is_null(value: Any) -> bool:
+    """None, a float NaN, or a pandas missing-value marker (pd.NA, pd.NaT)."""
+    if value is None:
+        return True
+    if isinstance(value, float):
+        return value != value
+    return type(value).__name__ in ("NAType", "NaTType")
 
 
 @dataclass(frozen=True)
@@ -33,11 +48,29 @@ class Preprocessor:
 
     numeric: dict[str, NumericState]
     categorical: dict[str, list[str]]
+    nullable: frozenset[str] = frozenset()
+    """Categorical columns whose nulls fill their own `<missing>` slot (after the categories)."""
     _index: dict[str, dict[str, int]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        unknown = set(self.nullable) - set(self.categorical)
+        if unknown:
+            raise ValueError(f"nullable: {sorted(unknown)} are not categorical columns")
         index = {col: {cat: i for i, cat in enumerate(cats)} for col, cats in self.categorical.items()}
+        object.__setattr__(self, "nullable", frozenset(self.nullable))
         object.__setattr__(self, "_index", index)
+
+    def slots(self, column: str) -> dict[str | None, int]:
+        """A categorical column's one-hot offsets within its block: category -> offset, and None -> the
+        `<missing>` slot (offset `len(categories)`) when the column is nullable."""
+        out: dict[str | None, int] = dict(self._index[column])
+        if column in self.nullable:
+            out[None] = len(self.categorical[column])
+        return out
+
+    def block_width(self, column: str) -> int:
+        """One-hot columns of a categorical column: its categories, plus one if it is nullable."""
+        return len(self.categorical[column]) + (column in self.nullable)
 
     @property
     def inputs(self) -> list[str]:
@@ -47,21 +80,35 @@ class Preprocessor:
     @property
     def feature_names(self) -> list[str]:
         """The encoded feature names (`col` for numeric, `col=category` for one-hot)."""
-        return [*self.numeric, *(f"{c}={v}" for c, cats in self.categorical.items() for v in cats)]
+        return [
+            *self.numeric,
+            *(
+                f"{c}={v}"
+                for c, cats in self.categorical.items()
+                for v in [*cats, *([MISSING] if c in self.nullable else [])]
+            ),
+        ]
 
     @property
     def width(self) -> int:
         """Number of encoded features."""
-        return len(self.numeric) + sum(len(c) for c in self.categorical.values())
+        return len(self.numeric) + sum(self.block_width(c) for c in self.categorical)
 
     @classmethod
-    def fit(cls, columns: Mapping[str, Any], numeric: Sequence[str], categorical: Mapping[str, list[str]]):
+    def fit(
+        cls,
+        columns: Mapping[str, Any],
+        numeric: Sequence[str],
+        categorical: Mapping[str, list[str]],
+        nullable: Sequence[str] = (),
+    ):
         """Fit on the training rows only.
 
         Args:
             columns: column name -> values (e.g. the training DataFrame).
             numeric: numeric column names.
             categorical: categorical column name -> allowed categories.
+            nullable: the categorical columns that may hold nulls (they get a `<missing>` slot).
 
         Returns:
             The fitted Preprocessor.
@@ -76,7 +123,11 @@ class Preprocessor:
             state[name] = NumericState(
                 median=float(np.median(present)), mean=float(present.mean()), std=std if std > 0 else 1.0
             )
-        return cls(numeric=state, categorical={k: list(v) for k, v in categorical.items()})
+        return cls(
+            numeric=state,
+            categorical={k: list(v) for k, v in categorical.items()},
+            nullable=frozenset(nullable),
+        )
 
     def transform(self, columns: Mapping[str, Any]) -> np.ndarray:
         """Encode raw columns into the float32 feature matrix.
@@ -110,12 +161,20 @@ class Preprocessor:
         j = len(self.numeric)
         for name, cats in self.categorical.items():
             index = self._index[name]
+            missing = len(cats) if name in self.nullable else -1
             for row, value in enumerate(columns[name]):
-                k = index.get(value, -1) if isinstance(value, str) else -1
+                if isinstance(value, str):
+                    k = index.get(value, -1)
+                elif is_null(value):
+                    if missing < 0:
+                        raise DataError(f"feature '{name}': null not allowed (the column is not nullable)")
+                    k = missing
+                else:
+                    k = -1
                 if k < 0:
                     raise DataError(f"feature '{name}': unknown category {value!r} (allowed: {cats})")
                 out[row, j + k] = 1.0
-            j += len(cats)
+            j += self.block_width(name)
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -123,7 +182,10 @@ class Preprocessor:
         survive JSON writers that sort keys."""
         return {
             "numeric": [{"name": k, **vars(v)} for k, v in self.numeric.items()],
-            "categorical": [{"name": k, "categories": v} for k, v in self.categorical.items()],
+            "categorical": [
+                {"name": k, "categories": v, "nullable": k in self.nullable}
+                for k, v in self.categorical.items()
+            ],
         }
 
     @classmethod
@@ -132,4 +194,5 @@ class Preprocessor:
         return cls(
             numeric={d["name"]: NumericState(d["median"], d["mean"], d["std"]) for d in data["numeric"]},
             categorical={d["name"]: list(d["categories"]) for d in data["categorical"]},
+            nullable=frozenset(d["name"] for d in data["categorical"] if d.get("nullable", False)),
         )

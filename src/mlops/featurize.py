@@ -1,8 +1,9 @@
-"""featurize: validated raw table -> seeded stratified train/valid/test split, fitted preprocessing.
+"""featurize: validated raw table -> train/valid/test split by a stable hash of the id, fitted preprocessing.
 
 Outputs under data/processed/: `train|valid|test.parquet` (id, label as 0/1, encoded float32
 features) and `preprocess.json` (the fitted state, the feature spec, split sizes and label balance,
-and the md5 of the raw table). Preprocessing is fitted on the training rows only.
+and the md5 of the raw table). Preprocessing is fitted on the training rows only. A row's split comes
+from its id alone (`mlops.splits`): re-ingesting a grown table never moves a row between splits.
 """
 
 from __future__ import annotations
@@ -14,32 +15,30 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
-from mlops import files
+from mlops import files, labels, splits
 from mlops.config import FeaturizeParams, SchemaParams
 from mlops.errors import DataError
 from mlops.features import Preprocessor
-from mlops.validate import read_table
+from mlops.labels import LABEL
+from mlops.tables import read_table
 
 log = logging.getLogger(__name__)
 
-LABEL = "label"
-SPLITS = ("train", "valid", "test")
+SPLITS = splits.NAMES
 
 
-def split(frame: pd.DataFrame, label: str, params: FeaturizeParams) -> dict[str, pd.DataFrame]:
-    """Deterministic stratified split into train/valid/test (fractions of all rows)."""
-    rest, test = train_test_split(
-        frame, test_size=params.test_size, stratify=frame[label], random_state=params.seed
-    )
-    valid_share = params.valid_size / (1.0 - params.test_size)
-    if not 0.0 < valid_share < 1.0:
-        raise DataError("featurize: test_size + valid_size must be below 1")
-    train, valid = train_test_split(
-        rest, test_size=valid_share, stratify=rest[label], random_state=params.seed
-    )
-    return {"train": train, "valid": valid, "test": test}
+def split(frame: pd.DataFrame, id_column: str, params: FeaturizeParams) -> dict[str, pd.DataFrame]:
+    """Split rows by a stable hash of their id (`mlops.splits`); each part keeps the table's row order."""
+    try:
+        which = splits.assign(frame[id_column], params.seed, params.test_size, params.valid_size)
+    except ValueError as e:
+        raise DataError(str(e)) from e
+    parts = {name: frame[which == name] for name in SPLITS}
+    empty = [name for name, part in parts.items() if part.empty]
+    if empty:
+        raise DataError(f"featurize: the {empty[0]} split is empty ({len(frame)} rows); more rows are needed")
+    return parts
 
 
 def feature_spec(schema: SchemaParams) -> list[dict[str, Any]]:
@@ -73,7 +72,7 @@ def encode(frame: pd.DataFrame, pre: Preprocessor, schema: SchemaParams) -> pd.D
     """Encoded feature table with the id and the 0/1 label."""
     matrix = pre.transform(frame)
     out = pd.DataFrame(matrix, columns=pre.feature_names, index=frame.index)
-    out.insert(0, LABEL, (frame[schema.label.column] == schema.label.positive).astype("int8"))
+    out.insert(0, LABEL, labels.to_binary(frame[schema.label.column], schema.label.positive))
     out.insert(0, schema.id, frame[schema.id])
     return out.reset_index(drop=True)
 
@@ -108,9 +107,10 @@ def run(schema: SchemaParams, params: FeaturizeParams, data: Path, validation: P
     log.info("featurize: %s -> %s", data, out_dir)
     raw_md5 = check_validated(data, validation)
     frame = read_table(data)[[schema.id, schema.label.column, *schema.features]]
-    parts = split(frame, schema.label.column, params)
+    parts = split(frame, schema.id, params)
     categorical = {k: v.categories for k, v in schema.categorical.items()}
-    pre = Preprocessor.fit(parts["train"], list(schema.numeric), categorical)
+    nullable = [k for k, v in schema.categorical.items() if v.nullable]
+    pre = Preprocessor.fit(parts["train"], list(schema.numeric), categorical, nullable)
     balance = {}
     for name in SPLITS:
         encoded = encode(parts[name], pre, schema)

@@ -9,7 +9,14 @@ Rules (all from `params.yaml: gate`; each rule id is the params key it comes fro
   of zero) AND its point estimate exceeds `max_regression`. No record = no champion: these rules are
   skipped (the report says so) and no registry is contacted;
 - `latency.p95_ms_single` / `latency.p95_ms_batch`: CPU p95 of one prediction through the full
-  raw-columns path; `max_model_bytes`: size of model.safetensors + model.json.
+  raw-columns path; a budget missed on the first measurement is measured once more (a noisy runner
+  gets a second chance; a slow model fails twice); `max_model_bytes`: size of model.safetensors +
+  model.json.
+
+gate.json and gate.md are DVC outputs whose hashes land in dvc.lock, so they hold only what the same
+inputs reproduce on any machine: verdicts, bounds and deterministic values. The measured latencies
+are machine-dependent: they go to the untracked timings file (`--timings`, git-ignored, not a DVC
+output) and the log, never into a tracked hash.
 """
 
 from __future__ import annotations
@@ -27,12 +34,11 @@ from mlops import bootstrap, files
 from mlops import model as model_lib
 from mlops.config import EvaluateParams, GateParams
 from mlops.errors import ChecksumMismatch, DataError, GateFailed
-from mlops.evaluate import scores, test_rows
-from mlops.featurize import LABEL
+from mlops.labels import LABEL
+from mlops.metrics import LOWER_IS_BETTER, scores
+from mlops.tables import test_rows
 
 log = logging.getLogger(__name__)
-
-LOWER_IS_BETTER = frozenset({"log_loss", "ece"})
 
 
 def rule(
@@ -146,10 +152,28 @@ def _p95_ms(call: Callable[[], Any], repeats: int, warmup: int) -> float:
     return float(np.percentile(times, 95) * 1000.0)
 
 
+def measure(call: Callable[[], Any], budget_ms: float, repeats: int, warmup: int) -> tuple[bool, list[float]]:
+    """p95 latency of `call` against its budget, measured a second time only when the first misses.
+
+    Returns:
+        (within budget, the p95 of each measurement in ms).
+    """
+    first = _p95_ms(call, repeats, warmup)
+    if first <= budget_ms:
+        return True, [first]
+    log.warning("gate: p95 %.3f ms over the %.3f ms budget; measuring once more", first, budget_ms)
+    second = _p95_ms(call, repeats, warmup)
+    return second <= budget_ms, [first, second]
+
+
 def budget_rules(
     params: GateParams, model: model_lib.LoadedModel, rows: Any, model_dir: Path
-) -> list[dict[str, Any]]:
-    """Latency (p95 single row and batch, through raw columns as served) and model size budgets."""
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Latency (p95 single row and batch, through raw columns as served) and model size budgets.
+
+    Returns:
+        (the rules, with no measured value in them: only verdict and bound; the measured timings).
+    """
     lat = params.latency
     names = model.preprocessor.inputs
     single = {c: rows[c].iloc[:1].tolist() for c in names}
@@ -160,31 +184,42 @@ def budget_rules(
     saved = torch.get_num_threads()
     torch.set_num_threads(lat.threads)  # as the server runs it; more threads than cores spin under load
     try:
-        p95_single = _p95_ms(lambda: model.predict_proba(single), lat.repeats, lat.warmup)
-        p95_batch = _p95_ms(lambda: model.predict_proba(batch), lat.repeats, lat.warmup)
+        ok_single, single_ms = measure(
+            lambda: model.predict_proba(single), lat.p95_ms_single, lat.repeats, lat.warmup
+        )
+        ok_batch, batch_ms = measure(
+            lambda: model.predict_proba(batch), lat.p95_ms_batch, lat.repeats, lat.warmup
+        )
     finally:
         torch.set_num_threads(saved)
     size = sum((model_dir / f).stat().st_size for f in (model_lib.WEIGHTS, model_lib.METADATA))
-    return [
-        rule(
-            "latency.p95_ms_single",
-            "budget",
-            p95_single,
-            lat.p95_ms_single,
-            "<=",
-            p95_single <= lat.p95_ms_single,
-        ),
+    rules = [
+        rule("latency.p95_ms_single", "budget", None, lat.p95_ms_single, "<=", ok_single, measured=True),
         rule(
             "latency.p95_ms_batch",
             "budget",
-            p95_batch,
+            None,
             lat.p95_ms_batch,
             "<=",
-            p95_batch <= lat.p95_ms_batch,
+            ok_batch,
+            measured=True,
             rows=lat.batch_rows,
         ),
         rule("max_model_bytes", "budget", size, params.max_model_bytes, "<=", size <= params.max_model_bytes),
     ]
+    timings = {
+        "latency.p95_ms_single": {"p95_ms": single_ms, "budget_ms": lat.p95_ms_single, "passed": ok_single},
+        "latency.p95_ms_batch": {
+            "p95_ms": batch_ms,
+            "budget_ms": lat.p95_ms_batch,
+            "passed": ok_batch,
+            "rows": lat.batch_rows,
+        },
+        "repeats": lat.repeats,
+        "warmup": lat.warmup,
+        "threads": lat.threads,
+    }
+    return rules, timings
 
 
 def load_champion(
@@ -231,7 +266,7 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"No champion: {result['champion_note']}")
     lines += ["", "| rule | value | bound | verdict |", "|---|---|---|---|"]
     for r in result["rules"]:
-        value = _fmt(r["value"])
+        value = "measured (see timings)" if r.get("measured") else _fmt(r["value"])
         if r["kind"] == "champion":
             lo, hi = r["ci"]
             value = (
@@ -243,6 +278,8 @@ def markdown(result: dict[str, Any]) -> str:
             bound = f"{r['op']} {_fmt(r['bound'])}"
         mark = {"pass": "✅ pass", "fail": "❌ fail", "skip": "➖ skip"}[r["verdict"]]
         lines.append(f"| `{r['id']}` | {value} | {bound} | {mark} |")
+    if result.get("timings"):
+        lines += ["", f"Measured latencies (machine-dependent, not tracked): `{result['timings']}`."]
     return "\n".join(lines) + "\n"
 
 
@@ -257,6 +294,7 @@ def run(
     out_json: Path,
     out_md: Path,
     fail: bool = True,
+    timings_path: Path | None = None,
 ) -> dict[str, Any]:
     """Check every rule, write gate.json and gate.md, raise GateFailed (exit 4) if any rule failed.
 
@@ -269,6 +307,7 @@ def run(
         champion_record: deploy/envs/production/model.yaml (missing: no champion).
         out_json: reports/gate.json; out_md: reports/gate.md.
         fail: False (`--no-fail`) reports a failure without raising.
+        timings_path: where the measured latencies go (untracked; None: only the log).
 
     Returns:
         The gate.json content.
@@ -296,7 +335,15 @@ def run(
                 champ.predict_proba(rows),
                 evaluate_params.calibration_bins,
             )
-    rules += budget_rules(params, cand, rows, model_dir)
+    budget, timings = budget_rules(params, cand, rows, model_dir)
+    rules += budget
+    log.info(
+        "gate: p95 latency single %s ms, batch %s ms",
+        ", ".join(f"{t:.3f}" for t in timings["latency.p95_ms_single"]["p95_ms"]),
+        ", ".join(f"{t:.3f}" for t in timings["latency.p95_ms_batch"]["p95_ms"]),
+    )
+    if timings_path is not None:
+        files.write_json(timings_path, {"candidate": cand.metadata["weights"]["sha256"], **timings})
     failed = [r["id"] for r in rules if r["verdict"] == "fail"]
     result = {
         "passed": not failed,
@@ -308,6 +355,7 @@ def run(
         else f"no promotion record at {champion_record}; only absolute rules apply",
         "test_rows": int(len(rows)),
         "rules": rules,
+        "timings": str(timings_path) if timings_path is not None else None,
     }
     files.write_json(out_json, result)
     files.write_bytes(out_md, markdown(result).encode())

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mlops import files
+from mlops import files, labels
 from mlops.artifact import FORMAT, METADATA, WEIGHTS, verify
 from mlops.artifact import read_metadata as read_metadata  # re-exported: callers use model.read_metadata
 from mlops.errors import ModelNotReady
@@ -105,10 +105,8 @@ class LoadedModel:
 
     def predict_label(self, proba: np.ndarray) -> list[str]:
         """Class labels for probabilities, using the model's decision threshold."""
-        neg, pos = self.metadata["label"]["classes"][0], self.metadata["label"]["positive"]
-        if neg == pos:
-            neg = self.metadata["label"]["classes"][1]
-        return [pos if p >= self.threshold else neg for p in proba]
+        classes, positive = labels.from_metadata(self.metadata)
+        return labels.predict(proba, self.threshold, classes, positive)
 
 
 def load(model_dir: str | Path) -> LoadedModel:

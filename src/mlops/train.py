@@ -24,7 +24,7 @@ from torch import nn
 from mlops import model as model_lib
 from mlops.config import TrainParams
 from mlops.errors import DataError
-from mlops.featurize import LABEL
+from mlops.labels import LABEL
 
 log = logging.getLogger(__name__)
 

@@ -19,18 +19,9 @@ import pandas as pd
 from mlops import files
 from mlops.config import SchemaParams
 from mlops.errors import DataError
+from mlops.tables import read_table
 
 log = logging.getLogger(__name__)
-
-
-def read_table(path: Path) -> pd.DataFrame:
-    """Read a Parquet table, turning a missing or corrupt file into a DataError naming it."""
-    try:
-        return pd.read_parquet(path)
-    except FileNotFoundError as e:
-        raise DataError(f"{path}: file not found") from e
-    except Exception as e:  # noqa: BLE001 - pyarrow raises many types for corrupt files
-        raise DataError(f"{path}: not a readable Parquet table ({type(e).__name__}: {e})") from e
 
 
 def build_schema(schema: SchemaParams):  # -> pandera.pandas.DataFrameSchema
