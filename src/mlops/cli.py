@@ -51,6 +51,12 @@ def setup_logging(debug: bool, json_logs: bool) -> None:
 
 
 # ------------------------------------------------------------------ commands
+def cmd_fingerprint(args: argparse.Namespace, params: Params) -> None:
+    from mlops import fingerprint
+
+    fingerprint.run(params.ingest, args.out)
+
+
 def cmd_ingest(args: argparse.Namespace, params: Params) -> None:
     from mlops import ingest
 
@@ -117,6 +123,7 @@ def cmd_gate(args: argparse.Namespace, params: Params) -> None:
         args.out,
         args.markdown,
         fail=not args.no_fail,
+        timings_path=args.timings,
     )
     if args.json:
         print(json.dumps({"passed": result["passed"], "failed": result["failed"]}, sort_keys=True))
@@ -205,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    p = add(
+        "fingerprint",
+        cmd_fingerprint,
+        "record a cheap fingerprint of the configured source (the file `ingest` depends on)",
+    )
+    p.add_argument("--out", type=Path, default=Path("data/raw/source.json"))
+
     p = add("ingest", cmd_ingest, "collect the raw table from the configured source")
     p.add_argument("--out", type=Path, default=Path("data/raw/data.parquet"))
 
@@ -252,6 +266,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", type=Path, default=Path("reports/gate.json"))
     p.add_argument("--markdown", type=Path, default=Path("reports/gate.md"))
+    p.add_argument(
+        "--timings",
+        type=Path,
+        default=Path("reports/gate-timings.json"),
+        help="measured latencies: machine-dependent, so git-ignored and not a DVC output "
+        "(default %(default)s)",
+    )
     p.add_argument("--no-fail", action="store_true", help="exploratory run: report failures but exit 0")
     p.add_argument("--json", action="store_true", help="print the verdict as JSON on stdout")
 
