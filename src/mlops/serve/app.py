@@ -20,14 +20,15 @@ import json
 import logging
 import threading
 import time
+import zlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from mlops import __version__
 from mlops.config import ServeParams
-from mlops.errors import MlopsError, ModelNotReady
-from mlops.serve import openapi, protocol
+from mlops.errors import DataError, MlopsError, ModelNotReady
+from mlops.serve import binary, openapi, protocol
 from mlops.serve.batching import Batcher
 from mlops.serve.encoding import Encoder
 from mlops.serve.metrics import Metrics
@@ -35,6 +36,11 @@ from mlops.serve.predlog import PredictionLog
 
 log = logging.getLogger(__name__)
 JSON = b"application/json"
+OCTETS = b"application/octet-stream"
+# Accepted request content types: none (Triton's client sends none), JSON (with any parameters),
+# octet-stream (KServe's client, binary extension) and curl's `-d` default, which Triton's documented curl
+# examples send. The body is parsed as JSON, or as the binary extension when its header is present.
+CONTENT_TYPES = (b"", JSON, OCTETS, b"application/x-www-form-urlencoded")
 
 
 @dataclass(frozen=True)
@@ -163,20 +169,24 @@ class App:
         started = time.perf_counter()
         method = scope["method"]
         route = ["other"]  # set by the dispatcher as soon as the path matches a route
-        content_type = JSON
+        content_type, header_length = JSON, None
         try:
-            status, body, content_type = await self._dispatch(scope, method, receive, route)
+            status, body, content_type, header_length = await self._dispatch(scope, method, receive, route)
         except MlopsError as e:
             status, body = e.http_status, protocol.encode({"error": str(e)})
         except Exception as e:  # noqa: BLE001 - one bad request must not take the worker down
             log.exception("%s %s failed", method, scope["path"])
             status, body = 500, protocol.encode({"error": f"internal error: {type(e).__name__}"})
         headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        if header_length is not None:
+            headers.append((b"inference-header-content-length", str(header_length).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         self.metrics.observe(route[0], method, status, time.perf_counter() - started)
 
-    async def _dispatch(self, scope, method: str, receive, route: list[str]) -> tuple[int, bytes, bytes]:
+    async def _dispatch(
+        self, scope, method: str, receive, route: list[str]
+    ) -> tuple[int, bytes, bytes, int | None]:
         parts = scope["path"].strip("/").split("/")
         if parts[0] == "v2":
             if len(parts) >= 3 and parts[1] == "models":
@@ -184,25 +194,26 @@ class App:
             if parts[1:] == ["health", "live"]:
                 route[0] = "/v2/health/live"
                 self._allow(method, "GET")
-                return 200, b'{"live":true}', JSON
+                return 200, b'{"live":true}', JSON, None
             if parts[1:] == ["health", "ready"]:
                 route[0] = "/v2/health/ready"
                 self._allow(method, "GET")
                 self._require_ready()
-                return 200, b'{"ready":true}', JSON
+                return 200, b'{"ready":true}', JSON, None
             if len(parts) == 1:
                 route[0] = "/v2"
                 self._allow(method, "GET")
-                return 200, protocol.encode({"name": "mlops", "version": __version__, "extensions": []}), JSON
+                server = {"name": "mlops", "version": __version__, "extensions": ["binary_tensor_data"]}
+                return 200, protocol.encode(server), JSON, None
         elif parts == ["metrics"]:
             route[0] = "/metrics"
             self._allow(method, "GET")
             body, ctype = self.metrics.exposition()
-            return 200, body, ctype.encode()
+            return 200, body, ctype.encode(), None
         elif parts == ["openapi.json"]:
             route[0] = "/openapi.json"
             self._allow(method, "GET")
-            return 200, self.openapi, JSON
+            return 200, self.openapi, JSON, None
         raise HttpError(404, f"no route for {scope['path']!r} (see /openapi.json)")
 
     async def _model_route(self, parts: list[str], scope, method: str, receive, route: list[str]):
@@ -220,12 +231,13 @@ class App:
             raise HttpError(404, f"unknown version {version!r} of model {name!r} (serving {self.version!r})")
         if rest == ["infer"]:
             self._allow(method, "POST")
-            return 200, await self._infer(scope, receive), JSON
+            body, header_length = await self._infer(scope, receive)
+            return 200, body, JSON if header_length is None else OCTETS, header_length
         self._allow(method, "GET")
         self._require_ready()
         if rest == ["ready"]:
-            return 200, protocol.encode({"name": self.name, "ready": True}), JSON
-        return 200, self.metadata, JSON
+            return 200, protocol.encode({"name": self.name, "ready": True}), JSON, None
+        return 200, self.metadata, JSON, None
 
     @staticmethod
     def _allow(method: str, allowed: str) -> None:
@@ -236,17 +248,31 @@ class App:
         if not self.ready:
             raise ModelNotReady(f"model {self.name!r} not ready: {self.error or 'still loading'}")
 
-    async def _read_body(self, scope, receive) -> bytes:
+    async def _read_body(self, scope, receive) -> tuple[bytes, bytes | None]:
+        """The request body (decompressed) and its Inference-Header-Content-Length header, if any."""
         limit = self.params.max_body_bytes
-        ctype = b""
+        ctype = encoding = b""
+        header_length = None
         for key, value in scope["headers"]:
             if key == b"content-length":
-                if not value.isdigit() or int(value) > limit:
+                if not value.isdigit() or len(value) > 18 or int(value) > limit:
                     raise HttpError(413, f"request body over the {limit}-byte limit (serve.max_body_bytes)")
             elif key == b"content-type":
                 ctype = value
-        if ctype.split(b";")[0].strip().lower() != JSON:
-            raise HttpError(415, f"content-type must be application/json, got {ctype.decode('latin-1')!r}")
+            elif key == binary.HEADER:
+                header_length = value
+            elif key == b"content-encoding":
+                encoding = value.strip().lower()
+        if ctype.split(b";")[0].strip().lower() not in CONTENT_TYPES:
+            raise HttpError(
+                415,
+                f"content-type must be application/json, application/octet-stream (binary tensor data "
+                f"extension) or absent, got {ctype.decode('latin-1')!r}",
+            )
+        if encoding not in (b"", b"identity", b"gzip", b"deflate"):
+            raise HttpError(
+                415, f"content-encoding {encoding.decode('latin-1')!r} not supported (gzip, deflate)"
+            )
         body = b""
         more = True
         while more:
@@ -257,16 +283,45 @@ class App:
             more = message.get("more_body", False)
             if len(body) > limit:
                 raise HttpError(413, f"request body over the {limit}-byte limit (serve.max_body_bytes)")
-        return body
+        if encoding in (b"gzip", b"deflate"):
+            body = _decompress(body, encoding.decode(), limit)
+        return body, header_length
 
-    async def _infer(self, scope, receive) -> bytes:
-        body = await self._read_body(scope, receive)
+    async def _infer(self, scope, receive) -> tuple[bytes, int | None]:
+        body, header_length = await self._read_body(scope, receive)
         self._require_ready()
-        request = protocol.decode(body)
+        if header_length is None:
+            request = protocol.decode(body)
+            binary.attach(request, None)
+        else:
+            header, raw = binary.split(body, header_length)
+            request = protocol.decode(header)
+            binary.attach(request, raw)
         columns, x = self.encoder.encode(request)
+        wanted_binary = binary.outputs(request) if request.parameters or request.outputs else frozenset()
         proba = (await self.batcher.submit(x)).tolist()
         pos, neg, threshold = self.positive, self.negative, self.threshold
         labels = [pos if p >= threshold else neg for p in proba]
         self.metrics.predicted(self.name, self.version, labels)
         self.predlog.submit(request.id, columns, proba, labels)
-        return protocol.response(self.name, self.version, request.id, request.outputs, proba, labels)
+        return protocol.response(
+            self.name, self.version, request.id, request.outputs, proba, labels, wanted_binary
+        )
+
+
+def _decompress(body: bytes, encoding: str, limit: int) -> bytes:
+    """Inflate a gzip or deflate (zlib) body, refusing more than `limit` bytes of output (413)."""
+    inflater = zlib.decompressobj(47)  # 32 + 15: a zlib or a gzip header, detected
+    try:
+        out = inflater.decompress(body, limit + 1)
+    except zlib.error as e:
+        raise DataError(f"content-encoding {encoding}: the body does not decompress ({e})") from e
+    if len(out) > limit:
+        raise HttpError(
+            413, f"request body over the {limit}-byte limit (serve.max_body_bytes) once decompressed"
+        )
+    if not inflater.eof or inflater.unused_data:
+        raise DataError(
+            f"content-encoding {encoding}: the compressed body is truncated or has trailing bytes"
+        )
+    return out

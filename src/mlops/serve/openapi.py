@@ -20,7 +20,7 @@ def _responses(ok: dict[str, Any], *codes: str) -> dict[str, Any]:
         "404": "unknown model or version",
         "405": "method not allowed",
         "413": "body over serve.max_body_bytes",
-        "415": "content-type is not application/json",
+        "415": "content-type other than application/json, application/octet-stream or none",
         "503": "model not ready or server overloaded",
     }
     out = {"200": {"description": "OK", "content": {"application/json": {"schema": ok}}}}
@@ -157,6 +157,10 @@ def document(meta: dict[str, Any], version: str) -> bytes:
             }
         },
     }
+    infer_responses = _responses(infer_response, "400", "404", "413", "415", "503")
+    infer_responses["200"]["content"]["application/octet-stream"] = {
+        "schema": {"type": "string", "format": "binary"}
+    }
     for prefix, params in (
         ("/v2/models/{model_name}", [name_param]),
         ("/v2/models/{model_name}/versions/{model_version}", [name_param, version_param]),
@@ -183,8 +187,15 @@ def document(meta: dict[str, Any], version: str) -> bytes:
             "parameters": params,
             "post": {
                 "summary": "Inference",
-                "requestBody": {"required": True, "content": {"application/json": {"schema": infer_request}}},
-                "responses": _responses(infer_response, "400", "404", "413", "415", "503"),
+                "requestBody": {
+                    "required": True,
+                    "content": {
+                        "application/json": {"schema": infer_request},
+                        # binary tensor data extension: JSON header (Inference-Header-Content-Length) + bytes
+                        "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+                    },
+                },
+                "responses": infer_responses,
             },
         }
     doc = {

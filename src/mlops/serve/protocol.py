@@ -18,6 +18,7 @@ decision threshold), both of shape `[n]`; `outputs` in the request may select a 
 from __future__ import annotations
 
 import math
+import struct
 from typing import Any
 
 import msgspec
@@ -35,7 +36,7 @@ class RequestInput(msgspec.Struct):
     name: str
     shape: list[int]
     datatype: str
-    data: list[Any]
+    data: list[Any] | None = None  # absent when the tensor's bytes follow the JSON header (binary extension)
     parameters: dict[str, Any] | None = None
 
 
@@ -60,13 +61,21 @@ encode = msgspec.json.Encoder().encode
 
 
 def decode(body: bytes) -> InferenceRequest:
-    """Parse the JSON body; DataError names the JSON path at fault (e.g. `$.inputs[0].shape`)."""
+    """Parse the JSON body; DataError names the JSON path at fault (e.g. `$.inputs[0].shape`).
+
+    Every malformed body is a DataError (HTTP 400), never a 500: msgspec raises RecursionError past
+    its nesting limit and UnicodeDecodeError for invalid UTF-8 inside a string, not DecodeError.
+    """
     try:
         return _decoder.decode(body)
     except msgspec.ValidationError as e:
         raise DataError(f"invalid inference request: {e}") from e
     except msgspec.DecodeError as e:
         raise DataError(f"malformed JSON: {e}") from e
+    except RecursionError as e:
+        raise DataError("malformed JSON: arrays or objects nested too deeply") from e
+    except UnicodeDecodeError as e:
+        raise DataError(f"malformed JSON: a string is not valid UTF-8 ({e.reason})") from e
 
 
 class FeatureSpec:
@@ -145,20 +154,41 @@ def response(
     wanted: list[RequestOutput] | None,
     proba: list[float],
     labels: list[str],
-) -> bytes:
-    """Encode the inference response for one request."""
+    binary: frozenset[str] = frozenset(),
+) -> tuple[bytes, int | None]:
+    """Encode the inference response for one request: (body, JSON header length or None).
+
+    Outputs named in `binary` go as raw bytes after the JSON header (the binary tensor data extension,
+    see `mlops.serve.binary`); the header length is None when every output is in the JSON.
+    """
     n = len(proba)
     names = OUTPUTS if wanted is None else [o.name for o in wanted]
     outputs = []
+    raw: list[bytes] = []
     for name in names:
-        if name == "probability":
-            outputs.append({"name": name, "datatype": "FP64", "shape": [n], "data": proba})
+        datatype, values = ("FP64", proba) if name == "probability" else ("BYTES", labels)
+        out: dict[str, Any] = {"name": name, "datatype": datatype, "shape": [n]}
+        if name in binary:
+            raw.append(_raw(values, datatype))
+            out["parameters"] = {"binary_data_size": len(raw[-1])}
         else:
-            outputs.append({"name": name, "datatype": "BYTES", "shape": [n], "data": labels})
+            out["data"] = values
+        outputs.append(out)
     body: dict[str, Any] = {"model_name": model_name, "model_version": version, "outputs": outputs}
     if request_id is not None:
         body["id"] = request_id
-    return encode(body)
+    header = encode(body)
+    if not raw:
+        return header, None
+    return header + b"".join(raw), len(header)
+
+
+def _raw(values: list[Any], datatype: str) -> bytes:
+    """One output tensor's bytes: little-endian FP64, or BYTES as 4-byte length + UTF-8 per element."""
+    if datatype == "BYTES":
+        parts = [v.encode("utf-8") for v in values]
+        return b"".join(len(p).to_bytes(4, "little") + p for p in parts)
+    return struct.pack(f"<{len(values)}d", *values)
 
 
 def model_metadata(meta: dict[str, Any], version: str) -> dict[str, Any]:
