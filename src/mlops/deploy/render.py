@@ -141,14 +141,41 @@ def render_notes(
     return next((text for name, text in rendered.items() if name.endswith("NOTES.txt")), "")
 
 
+_ACTION = re.compile(r"{{-?(.*?)-?}}", re.S)
+_FIELD_CHAIN = re.compile(r"(?:^|(?<=[\s(|]))((?:\.[A-Za-z_]\w*)+)")
+_SCOPING = re.compile(r"\b(range|with|define|template|block)\b")
+
+
+def check_keys(text: str, params: dict[str, Any]) -> None:
+    """Go's `missingkey=error` for the field chains (`.a.b`) of a template evaluated on `params`.
+
+    Helm's engine renders a missing map key as empty, so the keys are checked here first. Actions that
+    rebind the dot (range, with, define, template, block) and `$` are not supported offline.
+
+    Raises:
+        ConfigError: a missing key, or an unsupported action.
+    """
+    for action in _ACTION.findall(text):
+        if _SCOPING.search(action) or "$." in action:
+            raise ConfigError(f"{{{{{action}}}}}: range/with/define/template/block and $ are not evaluated offline")
+        for chain in _FIELD_CHAIN.findall(action):
+            node: Any = params
+            for key in chain.strip(".").split("."):
+                if not isinstance(node, dict) or key not in node:
+                    raise ConfigError(f"{{{{{action.strip()}}}}}: map has no entry for key {key!r}")
+                node = node[key]
+
+
 def go_template(texts: list[str], params: dict[str, Any]) -> list[str]:
-    """Fill Go templates with `params` as the root object, missing keys being errors (Argo CD's
+    """Fill Go templates with `params` as the root object, a missing key being an error (Argo CD's
     goTemplate with goTemplateOptions ["missingkey=error"]), using Helm's engine (text/template + sprig).
 
     Raises:
         ConfigError: a template error or a missing key.
     """
     helm = _helm()
+    for text in texts:
+        check_keys(text, params)
     marker = "\n#--mlops-render-split--#\n"
     body = marker.join("{{ with .Values }}" + text + "{{ end }}" for text in texts)
     with tempfile.TemporaryDirectory(prefix="mlops-gotemplate-") as tmp:
@@ -156,12 +183,6 @@ def go_template(texts: list[str], params: dict[str, Any]) -> list[str]:
         (chart / "templates").mkdir(parents=True)
         (chart / "Chart.yaml").write_text("apiVersion: v2\nname: gotemplate\nversion: 0.0.0\n")
         (chart / "templates" / "t.txt").write_text(body)
-        # lint --strict executes the templates with missingkey=error; render does not
-        report = helm.lint(str(chart), params, strict=True, quiet=True)
-        errors = [m["error"] for m in report.get("messages", []) if m.get("severity", 0) >= 3]
-        errors += report.get("errors") or []
-        if errors:
-            raise ConfigError("; ".join(sorted(set(errors))).replace("\n", " "))
         try:
             out = helm.Chart.load(str(chart)).render(params, name="gotemplate", namespace="default")
         except helm.HelmError as e:
