@@ -10,17 +10,22 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev system-packages run test lint ci-verify ci-train ci-retrain ci-report ci-release ingest validate featurize train evaluate gate register report bench-pipeline serve docker-build bench-serving clean
+.PHONY: help install install-dev system-packages run test lint ci-verify ci-test-e2e ci-test-docker ci-image ci-image-tag ci-train ci-retrain ci-report ci-release ingest validate featurize train evaluate gate register report bench-pipeline serve docker-build bench-serving clean
 
 help: ## list the targets
-	@grep -hE '^[a-zA-Z_ -]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
 
 # Install stamps are keyed by the content of pyproject.toml, so a copy of the repository (a CI job
 # workspace, a gitlab-ci-local job) reuses a shared VENV instead of reinstalling.
 DEPS_HASH := $(shell $(PYTHON) -c "import hashlib; print(hashlib.sha1(open('pyproject.toml','rb').read()).hexdigest()[:12])")
 STAMP := $(VENV)/.installed-$(DEPS_HASH)
 STAMP_DEV := $(VENV)/.installed-dev-$(DEPS_HASH)
-NODE_TOOLS := tools/node_modules/.installed
+# Node tools (gitlab-ci-local, npm-groovy-lint): tools/node_modules, or NODE_MODULES where an image
+# already holds them (the CI image sets NODE_MODULES=/opt/node-tools/node_modules).
+NODE_MODULES ?= tools/node_modules
+NODE_HASH := $(shell sha1sum tools/package-lock.json | cut -c1-12)
+NODE_TOOLS := $(NODE_MODULES)/.installed-$(NODE_HASH)
+export PATH := $(abspath $(NODE_MODULES))/.bin:$(PATH)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +39,9 @@ $(STAMP_DEV): | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@ $(STAMP)
 
-$(NODE_TOOLS): tools/package.json tools/package-lock.json
+$(NODE_TOOLS):
+	@if [ "$(NODE_MODULES)" != "tools/node_modules" ]; then \
+		echo "install-dev: $(NODE_MODULES) does not hold tools/package-lock.json's versions (no $@): rebuild the CI image (make ci-image)" >&2; exit 2; fi
 	cd tools && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
@@ -62,7 +69,7 @@ test: system-packages install-dev ## run the whole test suite (unit, data, model
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 lint: install-dev ## every pre-commit hook on every file (ruff, YAML, CI schemas, actionlint, hadolint, secrets)
-	PATH="$(abspath tools/node_modules/.bin):$$PATH" $(BIN)/pre-commit run --all-files --show-diff-on-failure
+	$(BIN)/pre-commit run --all-files --show-diff-on-failure
 
 bench-pipeline: install-dev ## benchmark: cold and no-op dvc repro, train loop vs bare torch loop
 	$(BIN)/python benchmarks/pipeline/bench.py --out benchmarks/pipeline/results.json
@@ -93,9 +100,31 @@ define push_if_remote
 	else echo "ci: DVC_REMOTE_URL is not set (fork or no secrets): outputs not pushed"; fi
 endef
 
+# The test suite split across CI jobs (together: all of `make test`; a test checks the split):
+#   ci-verify      lint + fast tests                       (the CI image)
+#   ci-test-e2e    slow and end-to-end tests, no Docker    (the CI image)
+#   ci-test-docker tests that start their own dockerd      (the CI image on a privileged runner)
 ci-verify: install-dev ## CI job verify: lint and the fast tests
 	$(MAKE) lint
-	$(BIN)/pytest -m "not e2e and not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not e2e and not slow and not docker" $(PYTEST_ARGS)
+
+ci-test-e2e: install-dev ## CI job test-e2e: the slow and end-to-end tests (real servers, pipelines, gitlab-ci-local)
+	$(BIN)/pytest -m "(e2e or slow) and not docker" $(PYTEST_ARGS)
+
+ci-test-docker: install-dev ## CI job test-docker: image build/run and deploy rehearsal (starts dockerd: root, privileged)
+	$(BIN)/pytest -m docker $(PYTEST_ARGS)
+
+# The CI image (Dockerfile.ci), tagged by the hash of what it is built from.
+CI_IMAGE_HASH := $(shell cat Dockerfile.ci pyproject.toml tools/package.json tools/package-lock.json tools/system-packages.sh 2>/dev/null | sha1sum | cut -c1-12)
+CI_IMAGE ?= mlops-ci:$(CI_IMAGE_HASH)
+
+ci-image: ## build the CI image (CI_IMAGE=mlops-ci:<hash of its inputs>; skipped when it exists)
+	@if docker image inspect $(CI_IMAGE) >/dev/null 2>&1; then echo "ci-image: $(CI_IMAGE) exists"; \
+	else docker build --network host -f Dockerfile.ci --build-arg BASE_IMAGE=$(or $(BASE_IMAGE),python:3.11-slim-bookworm) \
+		--build-arg WHEELS=$(or $(WHEELS),index) -t $(CI_IMAGE) . ; fi
+
+ci-image-tag: ## print the CI image tag (mlops-ci:<hash>)
+	@echo $(CI_IMAGE)
 
 ci-train: install ## CI job train: restore the run-cache, reproduce the pipeline (gate included), push
 	$(use_ci_remote)
@@ -128,5 +157,6 @@ ci-release: install ## CI job release: register the gated model in MLflow, build
 			printf '%s' "$$REGISTRY_PASSWORD" | docker login --username "$$REGISTRY_USER" --password-stdin "$${IMAGE_REGISTRY%%/*}" || exit 1; \
 		else echo "ci-release: REGISTRY_USER/REGISTRY_PASSWORD not set: pushing with the runner's existing docker login"; fi; \
 		$(MAKE) docker-build IMAGE=$$IMAGE_REGISTRY/mlops-serve:$$(git rev-parse --short HEAD) && \
-		docker push $$IMAGE_REGISTRY/mlops-serve:$$(git rev-parse --short HEAD); \
+		docker push $$IMAGE_REGISTRY/mlops-serve:$$(git rev-parse --short HEAD) && \
+		$(MAKE) ci-image CI_IMAGE=$$IMAGE_REGISTRY/$(CI_IMAGE) && docker push $$IMAGE_REGISTRY/$(CI_IMAGE); \
 	fi

@@ -30,6 +30,13 @@ FIXTURE_PARAMS = REPO / "tests/fixtures/demo/params.yaml"
 DVC_STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
 
 
+def pytest_collection_modifyitems(items):
+    """Mark every test that uses a Docker engine fixture `docker` (the CI job test-docker runs them)."""
+    for item in items:
+        if any(name == "docker" or name.startswith("docker_") for name in item.fixturenames):
+            item.add_marker(pytest.mark.docker)
+
+
 @pytest.fixture(scope="session", autouse=True)
 def isolated_env(tmp_path_factory: pytest.TempPathFactory):
     """Point DVC, MLflow and git at temp locations so tests never touch the user's files."""
