@@ -10,7 +10,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev system-packages run test lint ci-verify ci-test-e2e ci-test-docker ci-image ci-image-tag ci-train ci-retrain ci-report ci-release ingest validate featurize train evaluate gate register report bench-pipeline serve docker-build bench-serving clean
+.PHONY: help install install-dev system-packages run test lint ci-verify ci-test-e2e ci-test-docker ci-image ci-image-tag ci-train ci-retrain ci-report ci-release ingest validate featurize train evaluate gate register report bench-pipeline serve docker-build bench-serving clean chart-check docker-build-fetch
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -80,6 +80,13 @@ serve: install ## serve models/ over the Open Inference Protocol on 127.0.0.1:80
 docker-build: ## build the serving image (IMAGE, BASE_IMAGE and WHEELS=index|wheelhouse may be overridden)
 	docker build --network host --build-arg BASE_IMAGE=$(or $(BASE_IMAGE),python:3.11-slim-bookworm) \
 		--build-arg WHEELS=$(or $(WHEELS),index) -t $(or $(IMAGE),mlops-serve:dev) .
+
+docker-build-fetch: ## build the fetch-model init container image (Dockerfile.fetch; FETCH_IMAGE, BASE_IMAGE, WHEELS)
+	docker build --network host -f Dockerfile.fetch --build-arg BASE_IMAGE=$(or $(BASE_IMAGE),python:3.11-slim-bookworm) \
+		--build-arg WHEELS=$(or $(WHEELS),index) -t $(or $(FETCH_IMAGE),mlops-fetch:dev) .
+
+chart-check: install-dev ## render the chart for every env, ci/ scenario and Argo CD Application; validate strictly
+	$(BIN)/pytest tests/deploy/test_chart.py tests/deploy/test_argocd.py $(PYTEST_ARGS)
 
 bench-serving: install-dev ## benchmark: mlops serve vs mlflow models serve (needs wrk), same model and machine
 	$(BIN)/python benchmarks/serving/bench.py --model-dir models --out benchmarks/serving/results.json
