@@ -31,7 +31,11 @@ SHA = "ab" * 32
 
 def values(**over) -> dict:
     """Minimal user values: the registry Secret and a promotion record."""
-    base = {"environment": "test", "registry": {"secretName": "mlflow-registry"}, **record("test", "5", SHA)}
+    base = {
+        "environment": "test",
+        "registry": {"secretName": "mlflow-registry"},  # pragma: allowlist secret
+        **record("test", "5", SHA),
+    }
     return render.merge_values(base, over)
 
 

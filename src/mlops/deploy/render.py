@@ -157,7 +157,9 @@ def check_keys(text: str, params: dict[str, Any]) -> None:
     """
     for action in _ACTION.findall(text):
         if _SCOPING.search(action) or "$." in action:
-            raise ConfigError(f"{{{{{action}}}}}: range/with/define/template/block and $ are not evaluated offline")
+            raise ConfigError(
+                f"{{{{{action}}}}}: range/with/define/template/block and $ are not evaluated offline"
+            )
         for chain in _FIELD_CHAIN.findall(action):
             node: Any = params
             for key in chain.strip(".").split("."):
