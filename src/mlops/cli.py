@@ -158,6 +158,7 @@ def cmd_report(args: argparse.Namespace, params: Params) -> None:
         params.section("train"),
         args.target or report.target_branch(),
         Path.cwd(),
+        params.section("model_card"),
     )
     if args.post:
         outcome = forge.post(text)
@@ -173,6 +174,38 @@ def cmd_fetch_model(args: argparse.Namespace, params: Params | None) -> None:
     from mlops import registry
 
     result = registry.fetch_model(args.name, args.version, args.dest)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+
+
+def cmd_promote(args: argparse.Namespace, params: Params) -> None:
+    from mlops.deploy import promote
+
+    result = promote.promote(
+        args.repo, args.env, args.version, args.name, params.train.model_name, by=args.by, push=args.push
+    )
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+
+
+def cmd_rollback(args: argparse.Namespace, params: Params | None) -> None:
+    from mlops.deploy import rollback
+
+    result = rollback.rollback(args.repo, args.env, by=args.by, push=args.push)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+
+
+def cmd_rehearse(args: argparse.Namespace, params: Params | None) -> None:
+    from mlops.deploy import rehearse
+
+    result = rehearse.run(
+        args.repo,
+        args.env,
+        images=dict(rehearse.pair(v, "--image") for v in args.image),
+        secrets=rehearse.secrets(args.secret),
+        timeout=args.timeout,
+    )
     if args.json:
         print(json.dumps(result, sort_keys=True))
 
@@ -321,7 +354,67 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", required=True, help="version number or alias")
     p.add_argument("--dest", type=Path, required=True, help="target directory (created if missing)")
     p.add_argument("--json", action="store_true", help="print {name, version, sha256, dest} on stdout")
+
+    p = add(
+        "promote",
+        cmd_promote,
+        "promote a registry version to deploy/envs/<env>/model.yaml by a commit (merge request for a "
+        "protected env) and move the alias <env> (exit 6 if the gate did not pass or the sha256 differs)",
+    )
+    p.add_argument("--env", required=True, help="environment: a folder under deploy/envs/")
+    p.add_argument("--version", required=True, help="registry version number or alias (e.g. candidate)")
+    add_deploy_options(p)
+    p.add_argument(
+        "--name",
+        default=None,
+        help="registered model name (default: the env's record, else params.yaml train.model_name)",
+    )
+
+    p = add(
+        "rollback",
+        cmd_rollback,
+        "restore the env's previous promotion record from git history as a new commit (or merge request)",
+    )
+    p.set_defaults(needs_params=False)
+    p.add_argument("--env", required=True, help="environment: a folder under deploy/envs/")
+    add_deploy_options(p)
+
+    p = add(
+        "rehearse",
+        cmd_rehearse,
+        "render the env's Argo CD Application and run its init and server containers under Docker: "
+        "ready, infer, served version = the record (exit 5 if not)",
+    )
+    p.set_defaults(needs_params=False)
+    p.add_argument("--env", required=True, help="environment: a folder under deploy/envs/")
+    p.add_argument("--repo", type=Path, default=Path("."), help="git checkout holding deploy/ and charts/")
+    p.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="RENDERED=LOCAL",
+        help="run the local image LOCAL where the manifests name RENDERED (repeatable)",
+    )
+    p.add_argument(
+        "--secret",
+        action="append",
+        default=[],
+        metavar="SECRET.KEY=VALUE",
+        help="a value of a Secret the pod reads (the cluster holds them; repeatable)",
+    )
+    p.add_argument("--timeout", type=float, default=180.0, help="seconds until ready (default %(default)s)")
+    p.add_argument("--json", action="store_true", help="print the rehearsal's result as JSON on stdout")
     return parser
+
+
+def add_deploy_options(p: argparse.ArgumentParser) -> None:
+    """Options promote and rollback share."""
+    p.add_argument("--repo", type=Path, default=Path("."), help="git checkout holding deploy/ (default .)")
+    p.add_argument("--by", default=None, help="who promotes (default: the CI's user variable, else git's)")
+    p.add_argument(
+        "--push", action="store_true", help="unprotected env: push the commit to the tracked branch"
+    )
+    p.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

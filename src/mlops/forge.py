@@ -3,8 +3,14 @@
 The forge is chosen from the CI's environment: GitHub Actions (`GITHUB_ACTIONS=true`: pull request
 comments through the issues comments API, token `GITHUB_TOKEN`) or GitLab CI (`GITLAB_CI=true`: merge
 request notes, token `GITLAB_TOKEN`, a project access token with `api` scope). Elsewhere (e.g. Jenkins)
-set `MLOPS_FORGE=github|gitlab` and the same variables. The comment is found again by a hidden marker,
-so every pipeline run updates it instead of adding another. A missing token (fork pull requests get no
+set `MLOPS_FORGE=github|gitlab` and the same variables. The comment is found again by a hidden marker
+AND its author, so every pipeline run updates it instead of adding another: only a comment written by
+the token's own user is ever updated (anyone can paste the marker into a comment of their own; updating
+that one would let them hide or forge the report). The token's user comes from `GET /user` on both
+forges; GitHub Actions' `GITHUB_TOKEN` is an app installation token, for which GitHub answers 403
+there, and its comments are authored by `github-actions[bot]` (a `[bot]` login is reserved for GitHub
+Apps: no person can hold it); set `MLOPS_FORGE_BOT_LOGIN` to another app's bot login when posting with
+that app's installation token. A missing token (fork pull requests get no
 secrets) or a read-only token is not an error: the report is still written and the command exits 0.
 The token never appears in any message.
 """
@@ -22,7 +28,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlops.errors import MlopsError
+from mlops.errors import ConfigError, MlopsError
 
 log = logging.getLogger(__name__)
 
@@ -149,12 +155,48 @@ def redact(text: str, token: str) -> str:
     return text.replace(token, "***") if token else text
 
 
-def find_comment(forge: Forge) -> Any | None:
-    """The id of the existing report comment (the one carrying the marker), or None."""
+@dataclass(frozen=True)
+class Identity:
+    """The user a token acts as: by numeric id where the forge tells it, else by a reserved bot login."""
+
+    id: int | None
+    login: str
+
+    def wrote(self, forge: Forge, item: dict[str, Any]) -> bool:
+        """Whether this user authored `item` (a GitHub issue comment or a GitLab note)."""
+        author = item.get("user" if forge.kind == "github" else "author") or {}
+        if self.id is not None:
+            return author.get("id") == self.id
+        return author.get("login") == self.login and author.get("type") == "Bot"
+
+
+GITHUB_ACTIONS_BOT = "github-actions[bot]"
+
+
+def whoami(forge: Forge, env: Mapping[str, str] = os.environ) -> Identity:
+    """The token's user (`GET /user`); for a GitHub app installation token (403 there), its bot login."""
+    try:
+        me, _ = _request(forge, "GET", "/user")
+    except ForgeError as e:
+        if forge.kind == "github" and "HTTP 403" in str(e):
+            login = env.get("MLOPS_FORGE_BOT_LOGIN") or GITHUB_ACTIONS_BOT
+            if not login.endswith("[bot]"):  # only reserved app logins identify without an id
+                raise ForgeError(
+                    f"MLOPS_FORGE_BOT_LOGIN={login!r}: expected an app's `<name>[bot]` login"
+                ) from e
+            return Identity(None, login)
+        raise
+    if not isinstance(me, dict) or not isinstance(me.get("id"), int):
+        raise ForgeError(f"{forge.kind} API GET /user: no user id in the answer")
+    return Identity(me["id"], str(me.get("login") or me.get("username") or me["id"]))
+
+
+def find_comment(forge: Forge, me: Identity) -> Any | None:
+    """The id of the existing report comment (carrying the marker and written by `me`), or None."""
     for page in range(1, 51):
         items, _ = _request(forge, "GET", f"{forge.comments_path}?per_page={PER_PAGE}&page={page}")
         for item in items or []:
-            if MARKER in (item.get("body") or ""):
+            if MARKER in (item.get("body") or "") and me.wrote(forge, item):
                 return item["id"]
         if not items or len(items) < PER_PAGE:
             return None
@@ -182,7 +224,7 @@ def post(body: str, env: Mapping[str, str] = os.environ) -> dict[str, Any]:
     if len(body) > MAX_BODY:
         body = body[:MAX_BODY] + "\n\n_(truncated: the full report is in the CI job's artifacts)_\n"
     try:
-        existing = find_comment(target)
+        existing = find_comment(target, whoami(target, env))
         if existing is not None:
             _request(target, target.update_method, target.item_path.format(id=existing), {"body": body})
             return {"action": "updated", "forge": target.kind, "id": existing}
@@ -192,3 +234,82 @@ def post(body: str, env: Mapping[str, str] = os.environ) -> dict[str, Any]:
         if "HTTP 403" in str(e):  # e.g. GitHub's read-only token on fork pull requests
             return {"action": "skipped", "forge": target.kind, "reason": f"token may not comment ({e})"}
         raise
+
+
+# ---------------------------------------------------------------- merge requests (`mlops promote`)
+def repository_api(env: Mapping[str, str] = os.environ) -> Forge:
+    """The forge API of this repository, where `mlops promote` opens merge requests (no MR number needed).
+
+    GitHub: `GITHUB_REPOSITORY` + `GITHUB_TOKEN` (contents and pull-requests write); GitLab: `CI_PROJECT_ID`
+    + `GITLAB_TOKEN` (api scope). The forge is chosen as in `detect` (`MLOPS_FORGE` or the CI's variables).
+
+    Raises:
+        ConfigError: no forge detected or a variable is missing (named in the message; exit 2).
+    """
+    kind = env.get("MLOPS_FORGE") or (
+        "github"
+        if env.get("GITHUB_ACTIONS") == "true"
+        else "gitlab"
+        if env.get("GITLAB_CI") == "true"
+        else ""
+    )
+    need = {"github": ("GITHUB_REPOSITORY", "GITHUB_TOKEN"), "gitlab": ("CI_PROJECT_ID", "GITLAB_TOKEN")}
+    if kind not in need:
+        raise ConfigError(
+            f"MLOPS_FORGE={kind!r}: cannot open a merge request (set MLOPS_FORGE=github|gitlab, or run in "
+            "GitHub Actions / GitLab CI)"
+        )
+    missing = [v for v in need[kind] if not env.get(v)]
+    if missing:
+        raise ConfigError(f"cannot open a {kind} merge request: {', '.join(missing)} not set")
+    if kind == "github":
+        api = env.get("GITHUB_API_URL", "https://api.github.com").rstrip("/")
+        token = env["GITHUB_TOKEN"]
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": "2022-11-28",
+        }
+        pulls = f"/repos/{env['GITHUB_REPOSITORY']}/pulls"
+        return Forge("github", api, pulls, pulls + "/{id}", "PATCH", headers, token)
+    api = env.get("CI_API_V4_URL", "https://gitlab.com/api/v4").rstrip("/")
+    token = env["GITLAB_TOKEN"]
+    mrs = f"/projects/{urllib.parse.quote(env['CI_PROJECT_ID'], safe='')}/merge_requests"
+    return Forge("gitlab", api, mrs, mrs + "/{id}", "PUT", {"PRIVATE-TOKEN": token}, token)
+
+
+def open_merge_request(
+    source: str, target: str, title: str, description: str, env: Mapping[str, str] = os.environ
+) -> dict[str, Any]:
+    """Open a merge request (GitHub pull request) from `source` into `target`, or find the open one.
+
+    Returns:
+        {"action": "created"|"exists", "forge": ..., "id": number/iid, "url": web URL}.
+
+    Raises:
+        ConfigError: no forge configured (see `repository_api`).
+        ForgeError: the API refused; the message never holds the token.
+    """
+    forge = repository_api(env)
+    q = urllib.parse.quote
+    if forge.kind == "github":
+        owner = env["GITHUB_REPOSITORY"].split("/")[0]
+        query = f"?state=open&head={q(owner + ':' + source, safe='')}&base={q(target, safe='')}"
+        body = {"title": title, "head": source, "base": target, "body": description}
+        number, url = "number", "html_url"
+    else:
+        query = f"?state=opened&source_branch={q(source, safe='')}&target_branch={q(target, safe='')}"
+        body = {
+            "source_branch": source,
+            "target_branch": target,
+            "title": title,
+            "description": description,
+            "remove_source_branch": True,
+        }
+        number, url = "iid", "web_url"
+    found, _ = _request(forge, "GET", forge.comments_path + query)
+    if found:
+        return {"action": "exists", "forge": forge.kind, "id": found[0].get(number), "url": found[0].get(url)}
+    created, _ = _request(forge, "POST", forge.comments_path, body)
+    created = created or {}
+    return {"action": "created", "forge": forge.kind, "id": created.get(number), "url": created.get(url)}

@@ -1,0 +1,289 @@
+"""promote: a registered model version -> deploy/envs/<env>/model.yaml, by a git commit or a merge request.
+
+`promote()` checks the version in the MLflow registry before anything is written: it exists, its tag
+`gate` is `passed`, and the weights stored in the registry hash to its `weights_sha256` tag (the files
+are downloaded and verified as the init container would). Any failure refuses the promotion (exit 6) and
+leaves the record, the git history and the alias untouched.
+
+Then it writes the record atomically and commits it with a message carrying the version, the metrics and
+the dvc.lock md5. An unprotected environment (deploy/promotion.yaml) is committed on the current branch
+(`--push` sends it to the tracked branch, as CI does); a protected one gets a branch
+`promote/<env>/<name>-<version>`, pushed, and a merge request into the tracked branch on GitHub or
+GitLab. The MLflow alias `<env>` mirrors git: it moves when the record is committed to the tracked
+branch; for a protected environment, rerunning the same promotion after the merge (a no-op on git)
+moves it. Promoting the version already recorded changes nothing.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import logging
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from mlops import registry, tracking
+from mlops.champion import ChampionRecord
+from mlops.deploy import record as rec
+from mlops.errors import ChecksumMismatch, ConfigError, ModelNotReady, PromotionRefused
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- git
+def git(repo: Path, *args: str, check: bool = True) -> str:
+    """Run git in `repo` and return its stdout; ConfigError with git's message on failure."""
+    identity: list[str] = []
+    if not os.environ.get("GIT_COMMITTER_EMAIL"):
+        have = subprocess.run(["git", "config", "user.email"], cwd=repo, capture_output=True, text=True)
+        if not have.stdout.strip():  # a bare CI runner has no identity; a commit still needs one
+            identity = ["-c", "user.name=mlops promote", "-c", "user.email=mlops-promote@localhost"]
+    try:
+        out = subprocess.run(["git", *identity, *args], cwd=repo, capture_output=True, text=True, timeout=300)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise ConfigError(f"{repo}: git {args[0]} failed ({e})") from e
+    if check and out.returncode != 0:
+        raise ConfigError(f"{repo}: git {' '.join(args[:2])} failed: {out.stderr.strip()[-500:]}")
+    return out.stdout
+
+
+def repo_root(path: Path) -> Path:
+    """The top level of the git checkout holding `path` (ConfigError if it is not one)."""
+    out = subprocess.run(
+        ["git", "rev-parse", "--show-toplevel"], cwd=path, capture_output=True, text=True, timeout=30
+    )
+    if out.returncode != 0:
+        raise ConfigError(f"{path}: not a git checkout ({out.stderr.strip()})")
+    return Path(out.stdout.strip())
+
+
+def promoted_by(explicit: str | None, repo: Path) -> str:
+    """Who promotes: --by, else the CI's user variable, else git's user.email, else the OS user."""
+    for value in (
+        explicit,
+        os.environ.get("MLOPS_PROMOTED_BY"),
+        os.environ.get("GITLAB_USER_LOGIN"),
+        os.environ.get("GITHUB_ACTOR"),
+        os.environ.get("BUILD_USER_ID"),  # Jenkins (build-user-vars plugin)
+        os.environ.get("GIT_AUTHOR_EMAIL"),
+        git(repo, "config", "user.email", check=False).strip(),
+    ):
+        if value:
+            return value
+    return getpass.getuser()
+
+
+def now() -> str:
+    """UTC time, ISO 8601 to the second (`2026-12-01T22:00:00Z`)."""
+    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+# ---------------------------------------------------------------- registry checks
+def verify_version(name: str, version: str) -> dict[str, Any]:
+    """Check a registry version may be promoted; return its facts.
+
+    Args:
+        name: registered model name.
+        version: version number or alias.
+
+    Returns:
+        {name, version, uri, sha256, metrics, git_sha, dvc_lock_md5}.
+
+    Raises:
+        PromotionRefused: unknown version, gate not passed, model files missing (exit 6).
+        ChecksumMismatch: the stored weights do not hash to the `weights_sha256` tag (exit 6).
+        ModelNotReady: the registry does not answer (exit 5).
+    """
+    c = registry.client()
+    try:
+        mv = (
+            c.get_model_version(name, version)
+            if version.isdigit()
+            else c.get_model_version_by_alias(name, version)
+        )
+    except Exception as e:
+        if registry._is_not_found(e):
+            raise PromotionRefused(f"model {name!r} version {version!r}: not found in the registry") from e
+        uri = registry.safe_uri(tracking.tracking_uri())
+        raise ModelNotReady(f"registry {uri} unavailable ({registry._short(e)})") from e
+    tags = mv.tags or {}
+    where = f"model {name!r} version {mv.version}"
+    if tags.get("gate") != "passed":
+        raise PromotionRefused(
+            f"{where}: tag gate={tags.get('gate', '(missing)')!r}; only gate=passed is promoted"
+        )
+    with tempfile.TemporaryDirectory(prefix="mlops-promote-") as tmp:
+        try:
+            fetched = registry.fetch_model(name, str(mv.version), Path(tmp))
+        except ModelNotReady as e:
+            raise PromotionRefused(f"{where}: model files unavailable ({e})") from e
+        except ChecksumMismatch as e:
+            raise ChecksumMismatch(f"{where}: refused, {e}") from e
+    metrics = {}
+    for key, value in sorted(tags.items()):
+        if key.startswith("metric."):
+            try:
+                metrics[key.removeprefix("metric.")] = float(value)
+            except ValueError:
+                metrics[key.removeprefix("metric.")] = value
+    return {
+        "name": name,
+        "version": str(mv.version),
+        "uri": f"models:/{name}/{mv.version}",
+        "sha256": fetched["sha256"],
+        "metrics": metrics,
+        "git_sha": tags.get("git_sha", "unknown"),
+        "dvc_lock_md5": tags.get("dvc_lock_md5", "unknown"),
+    }
+
+
+def set_alias(name: str, env: str, version: str) -> None:
+    """Point the MLflow alias `<env>` at `version` (the mirror of the committed record)."""
+    c = registry.client()
+    try:
+        c.set_registered_model_alias(name, env, version)
+    except Exception as e:
+        raise registry.RegistryUnavailable(
+            f"the record is committed but alias {env!r} of {name!r} was not moved to {version} "
+            f"({registry._short(e)}); rerun the promotion to sync it"
+        ) from e
+    log.info("promote: alias %s of %s -> version %s", env, name, version)
+
+
+# ---------------------------------------------------------------- the change
+def commit_message(verb: str, env: str, facts: dict[str, Any], previous: dict[str, Any] | None) -> str:
+    """Subject + body: version, uri, sha256, metrics, dvc.lock md5, the model's commit, the previous."""
+    metrics = ", ".join(
+        f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
+        for k, v in (facts.get("metrics") or {}).items()
+    )
+    before = f"version {previous['version']} (sha256 {previous['sha256'][:12]})" if previous else "none"
+    return (
+        f"{verb}({env}): {facts['name']} version {facts['version']}\n\n"
+        f"model: {facts['uri']}\n"
+        f"sha256: {facts['sha256']}\n"
+        f"metrics: {metrics or 'none'}\n"
+        f"dvc.lock md5: {facts.get('dvc_lock_md5', 'unknown')}\n"
+        f"model git sha: {facts['git_sha']}\n"
+        f"previous: {before}\n"
+    )
+
+
+def apply(
+    repo: Path,
+    env: str,
+    new: dict[str, Any],
+    message: str,
+    push: bool,
+    branch_prefix: str,
+) -> dict[str, Any]:
+    """Write the record and commit it (unprotected env) or open a merge request (protected env).
+
+    Returns:
+        {action: committed|merge-request, env, name, version, record, commit, branch?, merge_request?}.
+    """
+    from mlops import forge
+
+    settings_path = repo / rec.SETTINGS
+    settings = rec.load_settings(settings_path)
+    protected = settings.env(env, settings_path).protected
+    relpath = rec.record_path(Path("."), env).as_posix()
+    result: dict[str, Any] = {
+        "env": env,
+        "name": new["name"],
+        "version": str(new["version"]),
+        "record": relpath,
+    }
+    if not protected:
+        rec.write(repo / relpath, new)
+        git(repo, "add", "--", relpath)
+        git(repo, "commit", "--quiet", "-m", message, "--", relpath)
+        result.update(action="committed", commit=git(repo, "rev-parse", "HEAD").strip())
+        if push:
+            git(repo, "push", "--quiet", settings.remote, f"HEAD:refs/heads/{settings.branch}")
+            result["pushed"] = f"{settings.remote}/{settings.branch}"
+        log.info(
+            "promote: %s committed %s version %s (%s)",
+            relpath,
+            new["name"],
+            new["version"],
+            result["commit"][:12],
+        )
+        return result
+    forge.repository_api()  # no forge configured: refuse before anything is pushed
+    branch = f"{branch_prefix}/{env}/{new['name']}-{new['version']}"
+    with tempfile.TemporaryDirectory(prefix="mlops-promote-wt-") as tmp:
+        tree = Path(tmp) / "tree"
+        git(repo, "worktree", "add", "--quiet", "-B", branch, str(tree), "HEAD")
+        try:
+            rec.write(tree / relpath, new)
+            git(tree, "add", "--", relpath)
+            git(tree, "commit", "--quiet", "-m", message, "--", relpath)
+            commit = git(tree, "rev-parse", "HEAD").strip()
+            git(tree, "push", "--quiet", "--force", settings.remote, f"{branch}:refs/heads/{branch}")
+        finally:
+            git(repo, "worktree", "remove", "--force", str(tree), check=False)
+    title, _, body = message.partition("\n\n")
+    mr = forge.open_merge_request(branch, settings.branch, title, body)
+    log.info("promote: %s merge request %s (%s) from %s", env, mr["id"], mr["action"], branch)
+    return {**result, "action": "merge-request", "commit": commit, "branch": branch, "merge_request": mr}
+
+
+def promote(
+    repo: Path,
+    env: str,
+    version: str,
+    name: str | None,
+    default_name: str,
+    by: str | None = None,
+    push: bool = False,
+) -> dict[str, Any]:
+    """Promote a registry version to `env` (see the module docstring).
+
+    Args:
+        repo: a path inside the git checkout (deploy/ at its top level).
+        env: environment (a folder under deploy/envs/ declared in deploy/promotion.yaml).
+        version: version number or alias (e.g. `candidate`).
+        name: registered model name; default: the env's current record's name, else `default_name`.
+        default_name: params.yaml `train.model_name`.
+        by: who promotes (default from the CI's variables or git).
+        push: push the commit of an unprotected env to the tracked branch.
+
+    Returns:
+        {action: committed|merge-request|unchanged, env, name, version, record, ...}.
+
+    Raises:
+        PromotionRefused, ChecksumMismatch: refused (exit 6); nothing written.
+        ConfigError: unknown env, bad settings, git failure (exit 2).
+    """
+    repo = repo_root(repo)
+    settings_path = repo / rec.SETTINGS
+    protected = rec.load_settings(settings_path).env(env, settings_path).protected
+    path = rec.record_path(repo, env)
+    current: ChampionRecord | None = rec.read(path)
+    name = name or (current.name if current else default_name)
+    facts = verify_version(name, str(version))
+    if (
+        current
+        and current.name == name
+        and current.version == facts["version"]
+        and current.sha256 == facts["sha256"]
+    ):
+        log.info("promote: %s already runs %s version %s; nothing to change", env, name, facts["version"])
+        if not protected:
+            set_alias(name, env, facts["version"])
+        return {"action": "unchanged", "env": env, "name": name, "version": facts["version"]}
+    previous = rec.pointer(current)
+    new = {
+        **{k: facts[k] for k in ("name", "version", "uri", "sha256", "metrics", "git_sha")},
+        "promoted_at": now(),
+        "promoted_by": promoted_by(by, repo),
+        "previous": previous,
+    }
+    result = apply(repo, env, new, commit_message("promote", env, facts, previous), push, "promote")
+    if result["action"] == "committed":
+        set_alias(name, env, facts["version"])
+    return result

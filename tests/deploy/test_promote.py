@@ -1,0 +1,252 @@
+"""mlops promote / rollback against a real MLflow server and real git repositories (a temporary clone of
+this repository with a bare `origin`). Only the forge's merge-request API is a test double (labelled, in
+mr_double.py): no GitHub or GitLab server can run here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from registry.conftest import (
+    BIN,
+    copy_workspace,
+    evaluate_args,
+    gate_args,
+    gated,  # noqa: F401 - a fixture (the demo pipeline with a passing gate)
+    perturb_weights,
+    register_args,
+    set_gate,
+)
+
+from mlops import champion, registry
+
+from .mr_double import running
+from conftest import FIXTURE_PARAMS, Workspace, copy_repository
+
+pytestmark = pytest.mark.slow
+RECORD = "deploy/envs/staging/model.yaml"
+PROD = "deploy/envs/production/model.yaml"
+
+
+def mlops(repo: Path, *args: str) -> int:
+    from mlops import cli
+
+    return cli.main(["--params", str(FIXTURE_PARAMS), *args[:1], "--repo", str(repo), *args[1:]])
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, check=True).stdout
+
+
+def register(ws: Workspace, name: str, *extra: str) -> str:
+    """`mlops register` (as CI runs it) of a workspace's model as `name`; returns the version."""
+    out = subprocess.run(
+        [str(BIN / "mlops"), "--params", str(ws.params), *register_args(ws, name, *extra)],
+        capture_output=True,
+        text=True,
+        cwd=ws.root,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout)["version"]
+
+
+def tamper_artifact(basetemp: Path, name: str, version: str) -> None:
+    """Overwrite the registered weights in the MLflow server's artifact store (after registration)."""
+    source = registry.client().get_model_version(name, version).source  # models:/m-<id>
+    model_id = source.rsplit("/", 1)[-1]
+    stored = basetemp.glob("mlflow-server*/artifacts/**/model.safetensors")  # pytest adds a *current link
+    found = {p.resolve() for p in stored if model_id in p.parts}
+    assert found, f"no stored weights for {source} under {basetemp}"
+    for path in found:
+        data = bytearray(path.read_bytes())
+        data[-1] ^= 0xFF  # one bit pattern of the last tensor changes: same size, other sha256
+        path.write_bytes(bytes(data))
+
+
+@pytest.fixture(scope="module")
+def versions(gated: Workspace, mlflow_server: str, tmp_path_factory: pytest.TempPathFactory):  # noqa: F811
+    """A model with two passing versions, a model whose version failed the gate, a tampered model."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+        tag = uuid.uuid4().hex[:8]
+        name, failed, tampered = f"churn-promote-{tag}", f"churn-failed-{tag}", f"churn-tampered-{tag}"
+        v1 = register(gated, name)
+        ws2 = copy_workspace(gated, tmp_path_factory.mktemp("promote-v2") / "ws")
+        perturb_weights(ws2, 0.01, seed=1)
+        assert ws2.mlops(*evaluate_args(ws2)) == 0
+        assert ws2.mlops(*gate_args(ws2)) == 0
+        v2 = register(ws2, name)
+        ws3 = copy_workspace(gated, tmp_path_factory.mktemp("promote-failed") / "ws")
+        set_gate(ws3, **{"metrics.min": {"roc_auc": 0.999}})
+        assert ws3.mlops(*gate_args(ws3)) == 4
+        vf = register(ws3, failed, "--allow-failed")
+        vt = register(gated, tampered)
+        tamper_artifact(tmp_path_factory.getbasetemp(), tampered, vt)
+        yield {"name": name, "v1": v1, "v2": v2, "failed": (failed, vf), "tampered": (tampered, vt)}
+
+
+@pytest.fixture
+def clone(tmp_path: Path, mlflow_server: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temporary clone of this repository on `main` with a bare `origin` (what CI's checkout has)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    repo = copy_repository(tmp_path / "repo")
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(tmp_path / "origin.git")], check=True)
+    git(repo, "remote", "add", "origin", str(tmp_path / "origin.git"))
+    git(repo, "push", "-q", "origin", "main")
+    return repo
+
+
+def aliases(name: str) -> dict[str, str]:
+    return {k: str(v) for k, v in registry.client().get_registered_model(name).aliases.items()}
+
+
+def test_promote_commits_the_record_and_moves_the_alias(versions, clone: Path):
+    name, v1 = versions["name"], versions["v1"]
+    head = git(clone, "rev-parse", "HEAD")
+    assert mlops(clone, "promote", "--env", "staging", "--version", v1, "--name", name, "--by", "ci-bot") == 0
+    data = yaml.safe_load((clone / RECORD).read_text())
+    assert list(data) == [
+        "name", "version", "uri", "sha256", "metrics", "git_sha", "promoted_at", "promoted_by", "previous"
+    ]  # fmt: skip
+    mv = registry.client().get_model_version(name, v1)
+    assert data["name"] == name and data["version"] == v1 and data["uri"] == f"models:/{name}/{v1}"
+    assert data["sha256"] == mv.tags["weights_sha256"]
+    assert data["metrics"]["roc_auc"] == pytest.approx(float(mv.tags["metric.roc_auc"]))
+    assert data["git_sha"] == mv.tags["git_sha"] and data["promoted_by"] == "ci-bot"
+    assert data["previous"] is None and data["promoted_at"].endswith("Z")
+    # one commit, on main, touching only the record; the message carries version, metrics, dvc.lock md5
+    assert git(clone, "rev-parse", "HEAD^") == head
+    assert git(clone, "show", "--name-only", "--format=", "HEAD").split() == [RECORD]
+    message = git(clone, "log", "-1", "--format=%B")
+    assert message.startswith(f"promote(staging): {name} version {v1}\n")
+    assert f"dvc.lock md5: {mv.tags['dvc_lock_md5']}" in message and "roc_auc=" in message
+    assert git(clone, "status", "--porcelain", "--", "deploy") == ""
+    assert aliases(name)["staging"] == v1
+    # the gate and the report read the same record (champion.py)
+    read = champion.read_champion(clone / RECORD)
+    assert (read.name, read.version, read.sha256) == (name, v1, data["sha256"])
+
+    # promoting the recorded version again changes nothing
+    before = git(clone, "rev-parse", "HEAD")
+    assert mlops(clone, "promote", "--env", "staging", "--version", v1, "--name", name) == 0
+    assert git(clone, "rev-parse", "HEAD") == before
+
+
+def test_promote_rollback_and_rollback_again(versions, clone: Path, capsys):
+    name, v1, v2 = versions["name"], versions["v1"], versions["v2"]
+    assert mlops(clone, "promote", "--env", "staging", "--version", v1, "--name", name) == 0
+    first = yaml.safe_load((clone / RECORD).read_text())
+    assert mlops(clone, "promote", "--env", "staging", "--version", v2, "--name", name, "--push") == 0
+    second = yaml.safe_load((clone / RECORD).read_text())
+    assert second["version"] == v2
+    assert second["previous"] == {"version": v1, "uri": first["uri"], "sha256": first["sha256"]}
+    assert aliases(name)["staging"] == v2
+    # --push: the tracked branch on origin has the commit
+    assert git(clone.parent / "origin.git", "rev-parse", "main") == git(clone, "rev-parse", "HEAD")
+
+    capsys.readouterr()
+    assert mlops(clone, "rollback", "--env", "staging", "--json") == 0
+    restored = yaml.safe_load((clone / RECORD).read_text())
+    for key in ("name", "version", "uri", "sha256", "metrics", "git_sha"):
+        assert restored[key] == first[key], key
+    assert restored["previous"] == {"version": v2, "uri": second["uri"], "sha256": second["sha256"]}
+    assert git(clone, "log", "-1", "--format=%s").strip() == f"rollback(staging): {name} version {v1}"
+    assert aliases(name)["staging"] == v1
+    # a second rollback undoes the first (like git revert)
+    assert mlops(clone, "rollback", "--env", "staging") == 0
+    assert yaml.safe_load((clone / RECORD).read_text())["version"] == v2
+    assert aliases(name)["staging"] == v2
+
+
+def assert_refused(clone: Path, capsys, *args: str, reason: str, code: int = 6) -> None:
+    head, status = git(clone, "rev-parse", "HEAD"), git(clone, "status", "--porcelain")
+    record = (clone / RECORD).read_bytes() if (clone / RECORD).exists() else None
+    capsys.readouterr()
+    assert mlops(clone, *args) == code
+    err = capsys.readouterr().err
+    assert reason in err, err
+    assert git(clone, "rev-parse", "HEAD") == head and git(clone, "status", "--porcelain") == status
+    assert ((clone / RECORD).read_bytes() if (clone / RECORD).exists() else None) == record
+    assert not list((clone / RECORD).parent.glob(".model.yaml.*"))  # no temp file left behind
+
+
+def test_promote_refuses_failed_gate_tampered_and_unknown(versions, clone: Path, capsys):
+    failed, vf = versions["failed"]
+    assert_refused(
+        clone, capsys, "promote", "--env", "staging", "--version", vf, "--name", failed, reason="gate"
+    )
+    assert "staging" not in aliases(failed)
+    tampered, vt = versions["tampered"]
+    assert_refused(
+        clone, capsys, "promote", "--env", "staging", "--version", vt, "--name", tampered, reason="sha256"
+    )
+    assert "staging" not in aliases(tampered)
+    name = versions["name"]
+    assert_refused(
+        clone, capsys, "promote", "--env", "staging", "--version", "999", "--name", name, reason="not found"
+    )
+    assert_refused(
+        clone, capsys, "promote", "--env", "qa", "--version", "1", "--name", name, reason="qa", code=2
+    )
+    # with a record in place, a refusal leaves it as it was
+    assert mlops(clone, "promote", "--env", "staging", "--version", versions["v1"], "--name", name) == 0
+    assert_refused(
+        clone, capsys, "promote", "--env", "staging", "--version", vf, "--name", failed, reason="gate"
+    )
+    assert_refused(clone, capsys, "rollback", "--env", "staging", reason="no previous version")
+
+
+@pytest.mark.parametrize("forge", ["github", "gitlab"])
+def test_protected_env_gets_a_merge_request(versions, clone: Path, monkeypatch, forge: str):
+    name, v1 = versions["name"], versions["v1"]
+    origin = clone.parent / "origin.git"
+    with running("t0ken", origin) as double:
+        monkeypatch.setenv("MLOPS_FORGE", forge)
+        if forge == "github":
+            monkeypatch.setenv("GITHUB_REPOSITORY", "acme/churn")
+            monkeypatch.setenv("GITHUB_TOKEN", "t0ken")
+            monkeypatch.setenv("GITHUB_API_URL", double.url + "/github")
+        else:
+            monkeypatch.setenv("CI_PROJECT_ID", "acme/churn")
+            monkeypatch.setenv("GITLAB_TOKEN", "t0ken")
+            monkeypatch.setenv("CI_API_V4_URL", double.url + "/gitlab/api/v4")
+        head = git(clone, "rev-parse", "HEAD")
+        assert mlops(clone, "promote", "--env", "production", "--version", v1, "--name", name) == 0
+        # main and the working tree are untouched; the branch on origin holds exactly the record change
+        assert git(clone, "rev-parse", "HEAD") == head and not (clone / PROD).exists()
+        assert git(clone, "status", "--porcelain") == ""
+        branch = f"promote/production/{name}-{v1}"
+        assert git(origin, "show", "--name-only", "--format=", branch).split() == [PROD]
+        data = yaml.safe_load(git(origin, "show", f"{branch}:{PROD}"))
+        assert data["version"] == v1 and data["name"] == name
+        [mr] = double.merge_requests
+        assert (mr["source"], mr["target"]) == (branch, "main")
+        assert mr["body"]["title"] == f"promote(production): {name} version {v1}"
+        assert "dvc.lock md5:" in mr["body"]["body" if forge == "github" else "description"]
+        # the alias moves only when the change reaches main (git is the source of truth)
+        assert "production" not in aliases(name)
+        # a rerun finds the open merge request instead of opening another
+        assert mlops(clone, "promote", "--env", "production", "--version", v1, "--name", name) == 0
+        assert len(double.merge_requests) == 1
+
+        # after the merge, the same promotion is a no-op on git that moves the alias
+        git(clone, "pull", "-q", "--ff-only", "origin", branch)
+        merged = git(clone, "rev-parse", "HEAD")
+        assert mlops(clone, "promote", "--env", "production", "--version", v1, "--name", name) == 0
+        assert git(clone, "rev-parse", "HEAD") == merged and aliases(name)["production"] == v1
+
+
+def test_protected_env_without_forge_is_refused_before_pushing(versions, clone: Path, monkeypatch, capsys):
+    for var in ("MLOPS_FORGE", "GITHUB_ACTIONS", "GITLAB_CI"):
+        monkeypatch.delenv(var, raising=False)
+    origin = clone.parent / "origin.git"
+    capsys.readouterr()
+    args = ("promote", "--env", "production", "--version", versions["v1"], "--name", versions["name"])
+    assert mlops(clone, *args) == 2
+    assert "merge request" in capsys.readouterr().err
+    assert git(origin, "branch", "--list", "promote/*") == ""
