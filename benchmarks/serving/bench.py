@@ -34,7 +34,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(REPO / "tests"))
-from serve.serve_helpers import ROW, free_port, infer_body  # noqa: E402 - the tests' request builders
+from serve.serve_helpers import ModelSpec, free_port, infer_body, split_rows  # noqa: E402 - the tests' builders
 
 SCENARIOS = [
     ("single-row c=1", 1, 1),
@@ -56,18 +56,22 @@ class ChurnPyfunc(mlflow.pyfunc.PythonModel):
         return self.model.predict_proba({c: model_input[c].tolist() for c in model_input.columns})
 
 
+# the served model's feature spec and real rows of its test split (set by main from the model dir)
+SPEC: ModelSpec
+ROWS: list[dict[str, Any]] = []
+
+
 def rows(n: int) -> list[dict[str, Any]]:
-    return [{**ROW, "tenure": i % 72, "monthly_charges": 20.0 + i % 90} for i in range(n)]
+    return [ROWS[i % len(ROWS)] for i in range(n)]
 
 
 def oip_body(n: int) -> bytes:
-    return json.dumps(infer_body(rows(n))).encode()
+    return json.dumps(infer_body(SPEC, rows(n))).encode()
 
 
 def mlflow_body(n: int) -> bytes:
-    rs = rows(n)
-    data = [[r[k] for k in ROW] for r in rs]
-    return json.dumps({"dataframe_split": {"columns": list(ROW), "data": data}}).encode()
+    data = [[r[k] for k in SPEC.names] for r in rows(n)]
+    return json.dumps({"dataframe_split": {"columns": SPEC.names, "data": data}}).encode()
 
 
 def start(cmd: list[str], ready_url: str, env: dict[str, str], cwd: Path, log: Path) -> tuple[Any, float]:
@@ -164,7 +168,7 @@ def in_process(model_dir: Path) -> dict[str, float]:
             _, x = encoder.encode(request)
             with torch.inference_mode():
                 proba = torch.sigmoid(model.net(torch.from_numpy(x))).numpy().astype(np.float64).tolist()
-            protocol.response(model.name, "v", None, None, proba, ["Yes"] * n)
+            protocol.response(model.name, "v", None, None, proba, [SPEC.classes[0]] * n)
         per = (time.perf_counter() - t0) / reps
         out[f"parse_forward_serialize_{n}row_us"] = per * 1e6
         out[f"parse_forward_serialize_{n}row_rows_per_s"] = n / per
@@ -208,6 +212,10 @@ def bench_server(
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model-dir", type=Path, default=REPO / "models")
+    ap.add_argument("--data", type=Path, default=REPO / "data/raw/data.parquet", help="the raw table")
+    ap.add_argument(
+        "--split", type=Path, default=REPO / "data/processed/test.parquet", help="request rows: this split's"
+    )
     ap.add_argument("--duration", type=int, default=10, help="seconds per wrk scenario")
     ap.add_argument(
         "--repeat", type=int, default=2, help="runs per scenario (best kept); cold starts (median)"
@@ -216,6 +224,9 @@ def main() -> None:
     args = ap.parse_args()
     model_dir = args.model_dir.resolve()
     args.out = args.out.resolve()
+    global SPEC
+    SPEC = ModelSpec.from_dir(model_dir)
+    ROWS.extend(split_rows(args.data, args.split, SPEC))
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     env = {
         **os.environ,
@@ -256,7 +267,7 @@ def main() -> None:
                     str(port),
                 ],
                 f"http://127.0.0.1:{port}/v2/health/ready",
-                f"http://127.0.0.1:{port}/v2/models/churn-mlp/infer",
+                f"http://127.0.0.1:{port}/v2/models/{SPEC.name}/infer",
                 oip_body,
             )
         )

@@ -1,20 +1,55 @@
-"""Serving fixtures: a real `mlops serve` (uvicorn workers) on 127.0.0.1, and the OIP spec.
+"""Serving fixtures: a real `mlops serve` (uvicorn workers) on 127.0.0.1, the served model's feature
+spec and real rows of its test split, and the OIP spec.
 
-The Open Inference Protocol spec is read from OIP_SPEC_DIR (default ../shared/specs/oip next to the
-repository); it is never copied into the project.
+The Open Inference Protocol REST spec is never copied into the project: it is read from the location in
+OIP_SPEC_LOCATION (a directory holding open_inference_rest.yaml, the file itself, or a URL); by default
+../shared/specs/oip next to the repository where it exists, else the spec's canonical published file.
+Only the tests that check conformance to the spec need it; they skip, saying where they looked, when
+no location can be read. Correctness tests never depend on it.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from .serve_helpers import REPO, start_server
+from .serve_helpers import REPO, ModelSpec, split_rows, start_server
+
+SPEC_FILE = "open_inference_rest.yaml"
+OIP_SPEC_URL = (
+    "https://raw.githubusercontent.com/kserve/open-inference-protocol/main/specification/protocol/"
+    + SPEC_FILE
+)
+
+
+def oip_spec_locations() -> list[str]:
+    """Where the spec is looked for, in order: OIP_SPEC_LOCATION, else ../shared (if present), else the
+    canonical published file."""
+    if os.environ.get("OIP_SPEC_LOCATION"):
+        return [os.environ["OIP_SPEC_LOCATION"]]
+    shared = REPO.parent / "shared" / "specs" / "oip"
+    return [str(shared), OIP_SPEC_URL] if shared.is_dir() else [OIP_SPEC_URL]
+
+
+def read_oip_spec(location: str) -> str:
+    """The spec's text from a directory, a file or an http(s) URL (a URL to a directory gets the file
+    name appended). Raises OSError when it cannot be read."""
+    if location.startswith(("http://", "https://")):
+        url = (
+            location
+            if location.endswith((".yaml", ".yml", ".json"))
+            else location.rstrip("/") + "/" + SPEC_FILE
+        )
+        with urllib.request.urlopen(url, timeout=15) as resp:
+            return resp.read().decode()
+    path = Path(location)
+    return (path / SPEC_FILE if path.is_dir() else path).read_text()
 
 
 @pytest.fixture(scope="session")
@@ -41,10 +76,28 @@ def server(model_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def spec(model_dir) -> ModelSpec:
+    """The served model's feature spec, label classes and name (its model.json)."""
+    return ModelSpec.from_dir(model_dir)
+
+
+@pytest.fixture(scope="session")
+def rows(pipeline, spec) -> list[dict[str, Any]]:
+    """Real rows of the session pipeline's test split (raw feature values), to build requests from."""
+    found = split_rows(pipeline.raw, pipeline.processed / "test.parquet", spec)
+    assert len(found) >= 20, f"test split has {len(found)} rows"
+    return found
+
+
+@pytest.fixture(scope="session")
 def oip_spec() -> dict[str, Any]:
-    """The Open Inference Protocol REST OpenAPI document from the shared specs."""
-    spec_dir = Path(os.environ.get("OIP_SPEC_DIR", REPO.parent / "shared" / "specs" / "oip"))
-    path = spec_dir / "open_inference_rest.yaml"
-    if not path.exists():
-        pytest.skip(f"OIP spec not found at {path} (set OIP_SPEC_DIR to the specs/oip directory)")
-    return yaml.safe_load(path.read_text())
+    """The Open Inference Protocol REST OpenAPI document, from the first readable location."""
+    tried = []
+    for location in oip_spec_locations():
+        try:
+            return yaml.safe_load(read_oip_spec(location))
+        except (OSError, ValueError) as e:
+            tried.append(f"{location} ({e})")
+    pytest.skip(
+        "OIP spec not readable at " + "; ".join(tried) + ": set OIP_SPEC_LOCATION to a directory, file or URL"
+    )

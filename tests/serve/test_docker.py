@@ -28,7 +28,7 @@ import pytest
 
 from mlops import model as model_mod
 
-from .serve_helpers import REPO, ROW, free_port, infer_body
+from .serve_helpers import REPO, free_port, infer_body
 
 pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 CACHE = Path(os.environ.get("MLOPS_DOCKER_CACHE", Path.home() / ".cache" / "mlops-docker-test"))
@@ -238,7 +238,7 @@ def _world_readable_copy(model_dir: Path) -> Path:
     return target
 
 
-def test_image_serves_read_only_as_non_root(docker, image, model_dir):
+def test_image_serves_read_only_as_non_root(docker, image, model_dir, spec, rows):
     mounted = _world_readable_copy(model_dir)
     port = free_port()
     name = f"mlops-serve-test-{port}"
@@ -290,13 +290,13 @@ def test_image_serves_read_only_as_non_root(docker, image, model_dir):
                 logs = subprocess.run(["docker", "logs", name], env=docker, capture_output=True, text=True)
                 raise AssertionError(f"container not ready (running={running}): {logs.stdout}{logs.stderr}")
             time.sleep(0.3)
-        rows = [ROW, {**ROW, "tenure": 40, "contract": "Two year"}]
-        resp = httpx.post(f"{url}/v2/models/churn-mlp/infer", json=infer_body(rows))
+        chosen = rows[:2]
+        resp = httpx.post(f"{url}/v2/models/{spec.name}/infer", json=infer_body(spec, chosen))
         assert resp.status_code == 200, resp.text
         got = resp.json()["outputs"][0]["data"]
-        expected = model_mod.load(model_dir).predict_proba({k: [r[k] for r in rows] for k in ROW})
-        np.testing.assert_allclose(got, expected, rtol=1e-6)
-        bad = httpx.post(f"{url}/v2/models/churn-mlp/infer", json={"inputs": []})
+        columns = {k: [np.nan if r[k] is None else r[k] for r in chosen] for k in spec.names}
+        np.testing.assert_allclose(got, model_mod.load(model_dir).predict_proba(columns), rtol=1e-6)
+        bad = httpx.post(f"{url}/v2/models/{spec.name}/infer", json={"inputs": []})
         assert bad.status_code == 400 and "missing" in bad.json()["error"]
         metrics = httpx.get(f"{url}/metrics").text
         infer_ok = r'mlops_serve_requests_total\{[^}]*route="/v2/models/\{name\}/infer"[^}]*status="200"'

@@ -22,7 +22,7 @@ from mlops.serve.app import App, Settings
 from mlops.serve.batching import Batcher, Overloaded
 from mlops.serve.predlog import PredictionLog
 
-from .serve_helpers import FIXTURE_PARAMS, REPO, ROW, infer_body, start_server
+from .serve_helpers import FIXTURE_PARAMS, infer_body, start_server
 
 
 def _asgi_get(loop, app: App, path: str) -> tuple[int, dict]:
@@ -168,8 +168,8 @@ def test_prediction_log_writes_complete_files_to_an_fsspec_url(tmp_path, url):
     target = f"memory://predlog-{tmp_path.name}" if url == "memory" else (tmp_path / "log").as_uri()
     plog.params = plog.params.model_copy(update={"dir": target})
     plog.start()
-    plog.submit("r1", {"tenure": [1, 2], "contract": ["One year", "Two year"]}, [0.1, 0.9], ["No", "Yes"])
-    plog.submit("r2", {"tenure": [3], "contract": ["Month-to-month"]}, [0.7], ["Yes"])
+    plog.submit("r1", {"size": [1, 2], "color": ["red", "blue"]}, [0.1, 0.9], ["No", "Yes"])
+    plog.submit("r2", {"size": [3], "color": ["green"]}, [0.7], ["Yes"])
     plog.stop(5)
     fs, root = fsspec.core.url_to_fs(target)
     names = sorted(fs.ls(root, detail=False))
@@ -177,9 +177,9 @@ def test_prediction_log_writes_complete_files_to_an_fsspec_url(tmp_path, url):
     records = [json.loads(line) for n in names for line in fs.cat_file(n).decode().splitlines()]
     assert counts == {"written": 3, "dropped": 0, "failed": 0}
     assert [(r["request_id"], r["inputs"], r["label"]) for r in records] == [
-        ("r1", {"tenure": 1, "contract": "One year"}, "No"),
-        ("r1", {"tenure": 2, "contract": "Two year"}, "Yes"),
-        ("r2", {"tenure": 3, "contract": "Month-to-month"}, "Yes"),
+        ("r1", {"size": 1, "color": "red"}, "No"),
+        ("r1", {"size": 2, "color": "blue"}, "Yes"),
+        ("r2", {"size": 3, "color": "green"}, "Yes"),
     ]
     assert {(r["model"], r["model_version"]) for r in records} == {("m", "v")}
     if url == "memory":
@@ -187,7 +187,7 @@ def test_prediction_log_writes_complete_files_to_an_fsspec_url(tmp_path, url):
 
 
 @pytest.mark.slow
-def test_json_logs_cover_supervisor_and_every_worker(model_dir, tmp_path):
+def test_json_logs_cover_supervisor_and_every_worker(model_dir, spec, rows, tmp_path):
     def records() -> list[dict]:
         complete = srv.log.read_text().split("\n")[:-1]  # a line still being written is not read
         return [json.loads(line) for line in complete if line.strip()]  # every line is one JSON object
@@ -197,7 +197,7 @@ def test_json_logs_cover_supervisor_and_every_worker(model_dir, tmp_path):
 
     srv = start_server(tmp_path, model_dir, global_args=("--log-json",), workers=2)
     try:
-        assert httpx.post(srv.infer_url(), json=infer_body([ROW])).status_code == 200
+        assert httpx.post(srv.infer_url(), json=infer_body(spec, rows[:1])).status_code == 200
         deadline = time.monotonic() + 30  # readiness may have been answered by one worker only
         while len(loaded()) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
@@ -210,18 +210,19 @@ def test_json_logs_cover_supervisor_and_every_worker(model_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_sigterm_completes_in_flight_requests_and_refuses_new_ones(model_dir, tmp_path):
-    # every request waits 600 ms in the batch queue, so all of them are in flight when SIGTERM lands
+def test_sigterm_completes_in_flight_requests_and_refuses_new_ones(model_dir, spec, rows, tmp_path):
+    # every request waits up to 3 s in the batch queue, so all of them are in flight when SIGTERM lands,
+    # and the server is still draining them when the new connection is tried
     srv = start_server(
-        tmp_path, model_dir, workers=2, max_wait_ms=600.0, max_batch_size=100000, grace_period_s=10.0
+        tmp_path, model_dir, workers=2, max_wait_ms=3000.0, max_batch_size=100000, grace_period_s=10.0
     )
-    body = json.dumps(infer_body([ROW]))
+    body = json.dumps(infer_body(spec, rows[:1]))
 
     def one(_):
         with socket.create_connection(("127.0.0.1", srv.port)) as s:  # connected before SIGTERM
             time.sleep(0.3)
             req = (
-                f"POST /v2/models/churn-mlp/infer HTTP/1.1\r\nhost: x\r\n"
+                f"POST /v2/models/{spec.name}/infer HTTP/1.1\r\nhost: x\r\n"
                 f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
                 f"connection: close\r\n\r\n{body}"
             )
@@ -231,26 +232,39 @@ def test_sigterm_completes_in_flight_requests_and_refuses_new_ones(model_dir, tm
                 data += chunk
             return data
 
+    def draining() -> bool:
+        """The supervisor is alive and no in-flight request has been answered yet."""
+        return srv.proc.poll() is None and not any(f.done() for f in futures)
+
     with ThreadPoolExecutor(24) as pool:
         futures = [pool.submit(one, i) for i in range(24)]
         time.sleep(0.6)  # connections open, requests sent and waiting in the batcher
         sent = time.monotonic()
         os.kill(srv.proc.pid, signal.SIGTERM)
+        time.sleep(0.5)  # the workers close their listening sockets first thing
+        before = draining()
+        refused = None
+        try:
+            socket.create_connection(("127.0.0.1", srv.port), timeout=2).close()
+        except ConnectionRefusedError as e:
+            refused = e
+        after = draining()
         answers = [f.result(timeout=30) for f in futures]
+    assert before and after, "the server stopped draining before the new connection was tried"
+    assert refused is not None, "a new connection was accepted while the server was draining"
     assert all(a.startswith(b"HTTP/1.1 200") for a in answers), [a[:40] for a in answers]
     assert srv.proc.wait(30) == 0
     assert time.monotonic() - sent < 10
-    with pytest.raises(httpx.ConnectError):
-        httpx.get(f"{srv.url}/v2/health/live")
 
 
 @pytest.mark.slow
-def test_exit_within_grace_period_even_with_stuck_requests(model_dir, tmp_path):
+def test_exit_within_grace_period_even_with_stuck_requests(model_dir, spec, rows, tmp_path):
     srv = start_server(
         tmp_path, model_dir, workers=1, max_wait_ms=60000.0, max_batch_size=100000, grace_period_s=1.0
     )
     pool = ThreadPoolExecutor(2)
-    stuck = [pool.submit(httpx.post, srv.infer_url(), json=infer_body([ROW]), timeout=30) for _ in range(2)]
+    body = infer_body(spec, rows[:1])
+    stuck = [pool.submit(httpx.post, srv.infer_url(), json=body, timeout=30) for _ in range(2)]
     time.sleep(0.5)
     sent = time.monotonic()
     os.kill(srv.proc.pid, signal.SIGTERM)

@@ -17,6 +17,8 @@ from mlops.errors import DataError
 from mlops.features import Preprocessor
 from mlops.serve.protocol import OUTPUTS, FeatureSpec, InferenceRequest
 
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
 
 class Encoder:
     """Validates a request against the model's feature spec and encodes it."""
@@ -88,7 +90,14 @@ class Encoder:
             missing = np.isnan(num)
             if missing.any():
                 num = np.where(missing, self.median, num)
-            x[:, : len(self.numeric)] = ((num - self.mean) / self.std).T
+            z = (num - self.mean) / self.std
+            if not (np.abs(z) <= FLOAT32_MAX).all():  # a finite FP64 value beyond the model's float32
+                j, i = np.argwhere(~(np.abs(z) <= FLOAT32_MAX))[0]
+                name = self.numeric[j]
+                raise DataError(
+                    f"input '{name}': value {columns[name][i]!r} too large for the model (float32)"
+                )
+            x[:, : len(self.numeric)] = z.T
         if self.categorical:
             codes = []
             for name, index in self.categorical:
