@@ -72,10 +72,17 @@ def test_report_without_champion_or_git(gated, tmp_path, monkeypatch):
     assert ws.mlops(*report_args(ws, "--target", "main")) == 0
     text = (ws.root / "reports/review/report.md").read_text()
     assert text.startswith(MARKER)
-    assert "gate ✅ passed" in text and "| `metrics.min.roc_auc` |" in text
+    gate = json.loads((ws.root / "reports/gate.json").read_text())
+    assert "gate ✅ passed" in text and gate["rules"]
+    for rule in gate["rules"]:  # the gate table, one row per rule of the gate report
+        assert f"| `{rule['id']}` |" in text, rule["id"]
     assert "No champion in production yet" in text
     assert "### Metrics vs target branch `main`" in text and "_not available:" in text
-    assert "| contract=Month-to-month |" in text  # slice table
+    slices = json.loads(ws.metrics.read_text())["slices"]
+    assert slices
+    for group, values in slices.items():  # the slice table, one row per slice of metrics.json
+        for key, s in values.items():
+            assert f"| {group}={key} | {s['rows']} |" in text, (group, key)
     meta = json.loads((ws.models / "model.json").read_text())
     assert meta["data_md5"] in text and meta["weights"]["sha256"] in text and "**Intended use**" in text
     for name in ("roc", "pr", "calibration", "confusion"):
@@ -92,11 +99,14 @@ def test_report_with_champion_and_dvc_diffs(gated, tmp_path, monkeypatch):
     (repo / "dvc.yaml").write_text("metrics:\n  - reports/metrics.json\nparams:\n  - params.yaml\n")
     (repo / ".gitignore").write_text("data/\nmodels/\nreports/plots/\nreports/review/\nreports/gate.*\n")
     new_metrics, new_params = ws.metrics.read_text(), ws.params.read_text()
+    # the target branch's values are derived from this pipeline's outputs, whatever they are
+    auc = json.loads(new_metrics)["test"]["roc_auc"]
     old = json.loads(new_metrics)
-    old["test"]["roc_auc"] = 0.80
+    old["test"]["roc_auc"] = auc - 0.04
     ws.metrics.write_text(json.dumps(old))
     params = yaml.safe_load(new_params)
-    params["train"]["epochs"] = 30
+    epochs = params["train"]["epochs"]
+    params["train"]["epochs"] = epochs + 10
     ws.params.write_text(yaml.safe_dump(params, sort_keys=False))
     git("init", "-q", "-b", "main", cwd=repo)
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q"], cwd=repo, check=True, timeout=120)
@@ -113,17 +123,18 @@ def test_report_with_champion_and_dvc_diffs(gated, tmp_path, monkeypatch):
         "churn-mlp",
         "3",
         sha,
-        {"test": {**old["test"], "roc_auc": 0.81}},
+        {"test": {**old["test"], "roc_auc": auc - 0.03}},
     )
     monkeypatch.chdir(repo)
     assert ws.mlops(*report_args(ws, "--target", "main")) == 0
     text = (repo / "reports/review/report.md").read_text()
     metrics_rows = [line for line in text.splitlines() if line.startswith("| `test.roc_auc`")]
-    assert metrics_rows and "| 0.8000 | 0.8397 | +0.0397 |" in metrics_rows[0], metrics_rows
+    expected = f"| {auc - 0.04:.4f} | {auc:.4f} | {auc - (auc - 0.04):+.4f} |"
+    assert metrics_rows and expected in metrics_rows[0], (expected, metrics_rows)
     params_rows = [line for line in text.splitlines() if line.startswith("| `train.epochs`")]
-    assert params_rows and "| 30 | 40 |" in params_rows[0], params_rows
+    assert params_rows and f"| {epochs + 10} | {epochs} |" in params_rows[0], params_rows
     assert "Champion: `churn-mlp` version 3" in text
-    assert "| roc_auc | 0.8100 | 0.8397 | +0.0297 |" in text
+    assert f"| roc_auc | {auc - 0.03:.4f} | {auc:.4f} | {auc - (auc - 0.03):+.4f} |" in text
 
 
 # ---------------------------------------------------------------- posting (TEST DOUBLE of the forges)
@@ -181,10 +192,14 @@ def test_post_creates_then_updates_one_comment(post_ws, forge, monkeypatch, caps
     assert [c["id"] for c in comments][0] == other and len(comments) == 2  # updated, not duplicated
     ours = comments[1]
     assert ours["body"].startswith(MARKER) and "## Model review" in ours["body"]
+    assert ours["author"] == double.user
     calls = [(r["method"], r["path"]) for r in double.requests]
+    user = "/github/user" if forge == "github" else "/gitlab/api/v4/user"
     assert calls == [
+        ("GET", user),
         ("GET", collection),
         ("POST", collection),
+        ("GET", user),
         ("GET", collection),
         (update_method, f"{item_prefix}{ours['id']}"),
     ]
@@ -195,6 +210,49 @@ def test_post_creates_then_updates_one_comment(post_ws, forge, monkeypatch, caps
     out = capsys.readouterr()
     assert TOKEN not in out.out + out.err
     assert TOKEN not in (ws.root / "reports/review/report.md").read_text()
+
+
+@pytest.mark.parametrize("forge", ["github", "gitlab"])
+def test_marker_in_another_users_comment_is_never_updated(post_ws, forge, monkeypatch):
+    """Anyone can paste the marker into a comment; the report must not overwrite (or hide behind) it."""
+    ws = post_ws
+    monkeypatch.chdir(ws.root)
+    thread, _, item_prefix, update_method, _ = EXPECTED[forge]
+    planted = f"{MARKER}\n## Model review: gate ✅ passed (not written by the bot)"
+    with forge_double.running(TOKEN) as double:
+        theirs = double.add(thread, planted, author=forge_double.SOMEONE)
+        for var, value in FORGES[forge](double.url).items():
+            monkeypatch.setenv(var, value)
+        assert ws.mlops(*report_args(ws, "--target", "main", "--post")) == 0
+        assert ws.mlops(*report_args(ws, "--target", "main", "--post")) == 0
+    comments = double.comments[thread]
+    assert comments[0] == {"id": theirs, "body": planted, "author": forge_double.SOMEONE}  # untouched
+    assert len(comments) == 2, "the bot must post its own comment next to the planted one"
+    ours = comments[1]
+    assert ours["author"] == forge_double.BOT and "## Model review" in ours["body"]
+    updates = [r["path"] for r in double.requests if r["method"] == update_method]
+    assert updates == [f"{item_prefix}{ours['id']}"]  # the second run updated the bot's own comment
+
+
+def test_github_actions_token_updates_only_the_actions_bots_comment(post_ws, monkeypatch):
+    """GITHUB_TOKEN cannot read GET /user (403): its comments are recognised as `github-actions[bot]`'s."""
+    ws = post_ws
+    monkeypatch.chdir(ws.root)
+    thread, _, item_prefix, _, _ = EXPECTED["github"]
+    # a user whose login looks like the bot's, without the reserved `[bot]` suffix and type
+    impostor = {"id": 77, "login": "github-actions", "type": "User"}
+    with forge_double.running(TOKEN, installation=True) as double:
+        planted = double.add(thread, MARKER + "\nfake report", author=impostor)
+        for var, value in FORGES["github"](double.url).items():
+            monkeypatch.setenv(var, value)
+        assert ws.mlops(*report_args(ws, "--target", "main", "--post")) == 0
+        assert ws.mlops(*report_args(ws, "--target", "main", "--post")) == 0
+    comments = double.comments[thread]
+    assert [c["id"] for c in comments][0] == planted and comments[0]["body"] == MARKER + "\nfake report"
+    assert len(comments) == 2 and comments[1]["author"] == forge_double.ACTIONS_BOT
+    assert [r["path"] for r in double.requests if r["method"] == "PATCH"] == [
+        f"{item_prefix}{comments[1]['id']}"
+    ]
 
 
 @pytest.mark.parametrize("forge", ["github", "gitlab"])
@@ -221,7 +279,7 @@ def test_rejected_token_fails_without_leaking_it(post_ws, monkeypatch, capsys):
             monkeypatch.setenv(var, value)
         assert ws.mlops(*report_args(ws, "--target", "main", "--post")) == 1
     out = capsys.readouterr()
-    assert "HTTP 401" in out.err and "/repos/acme/churn/issues/7/comments" in out.err
+    assert "HTTP 401" in out.err and "github API GET /user" in out.err
     assert TOKEN not in out.out + out.err
 
 
