@@ -1,7 +1,9 @@
 """registry: models/ <-> the MLflow model registry (register a gated model, fetch a version, champion record).
 
 `register()` logs models/ as an MLflow pyfunc (safetensors + JSON artifacts, loaded by the "models from
-code" file `pyfunc_model.py`: no pickle), registers it as a new version with provenance tags and points
+code" file `pyfunc_model.py`: no pickle; the project modules it imports and its pinned requirements are
+derived from its import graph by `mlops.bundle`, so it loads where only those requirements are
+installed), registers it as a new version with provenance tags and points
 the alias `candidate` at it. The same weights are never registered twice. `fetch_model()` downloads a
 version, checks its weights against the version's `weights_sha256` tag and places the files atomically
 (the Helm chart's init container runs it).
@@ -25,7 +27,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from mlops import artifact, files
+from mlops import artifact, bundle, files
 from mlops import model as model_lib
 from mlops.errors import ChecksumMismatch, MlopsError, ModelNotReady, PromotionRefused
 
@@ -33,15 +35,6 @@ log = logging.getLogger(__name__)
 
 CANDIDATE_ALIAS = "candidate"
 TAGS = ("git_sha", "dvc_lock_md5", "data_md5", "params_hash", "gate", "weights_sha256")
-# the package modules the pyfunc needs at load time (bundled as code_paths, so MLflow users need no install)
-_PYFUNC_CODE = ("__init__.py", "errors.py", "features.py", "files.py", "model.py")
-_PYFUNC_REQUIREMENTS = (
-    "torch==2.13.0",
-    "safetensors==0.8.0",
-    "numpy==2.4.6",
-    "pandas==2.3.3",
-    "mlflow==3.17.2",
-)
 
 
 # ---------------------------------------------------------------- helpers
@@ -116,24 +109,6 @@ def find_version(c: Any, name: str, sha256: str) -> Any | None:
     """The oldest version of `name` whose `weights_sha256` tag is `sha256`, or None."""
     found = c.search_model_versions(f"name = '{name}' and tags.weights_sha256 = '{sha256}'")
     return min(found, key=lambda v: int(v.version)) if found else None
-
-
-def _signature(meta: dict[str, Any]):
-    from mlflow.models import ModelSignature
-    from mlflow.types import ColSpec, Schema
-
-    types = {"INT64": "long", "INT32": "integer", "FP64": "double", "FP32": "float", "BOOL": "boolean"}
-    inputs = [
-        ColSpec(
-            types.get(f["dtype"], "double") if f["kind"] == "numeric" else "string",
-            f["name"],
-            required=not f["nullable"],
-        )
-        for f in meta["features"]
-    ]
-    return ModelSignature(
-        inputs=Schema(inputs), outputs=Schema([ColSpec("double", "probability"), ColSpec("string", "label")])
-    )
 
 
 # ---------------------------------------------------------------- register
@@ -221,20 +196,17 @@ def _publish(
         staged.mkdir()
         for fname in (model_lib.WEIGHTS, model_lib.METADATA):
             shutil.copy2(model_dir / fname, staged / fname)
-        code = Path(tmp) / "code" / "mlops"
-        code.mkdir(parents=True)
-        package = Path(__file__).resolve().parent
-        for fname in _PYFUNC_CODE:
-            shutil.copy2(package / fname, code / fname)
+        graph = bundle.import_graph()
+        code = bundle.stage_code(Path(tmp) / "code", graph)
         with mlflow.start_run(run_name=f"register-{sha[:8]}"):
             mlflow.set_tags(tags)
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=str(package / "pyfunc_model.py"),
+                python_model=str(bundle.ENTRY),
                 artifacts={"model": str(staged)},
                 code_paths=[str(code)],
-                pip_requirements=list(_PYFUNC_REQUIREMENTS),
-                signature=_signature(meta),
+                pip_requirements=bundle.requirements(graph.third_party),
+                signature=bundle.signature(meta),
             )
         mv = mlflow.register_model(info.model_uri, name, tags=tags)
     c.set_registered_model_alias(name, CANDIDATE_ALIAS, mv.version)

@@ -12,6 +12,7 @@ import uuid
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from safetensors.torch import load_file
@@ -74,6 +75,21 @@ def register_args(ws: Workspace, name: str, *extra: str) -> list[str]:
         "--json",
         *extra,
     ]
+
+
+def split_rows(ws: Workspace, n: int = 20, with_missing: int = 5) -> pd.DataFrame:
+    """Raw rows of a workspace's test split with exactly the feature columns of its model.json.
+
+    The first `n` test rows plus up to `with_missing` rows that have a missing value (nullable columns):
+    rows a consumer of the model would send, derived from the model's own feature spec and the test
+    split, whatever table the pipeline was pointed at.
+    """
+    meta = model_lib.read_metadata(ws.models)
+    features = [f["name"] for f in meta["features"]]
+    ids = pd.read_parquet(ws.processed / "test.parquet", columns=[meta["id"]])
+    rows = ids.merge(pd.read_parquet(ws.raw), on=meta["id"], how="left", validate="one_to_one")[features]
+    missing = rows[rows.isna().any(axis=1)].head(with_missing)
+    return pd.concat([rows.head(n), missing]).reset_index(drop=True)
 
 
 def perturb_weights(ws: Workspace, scale: float, seed: int = 0) -> str:
