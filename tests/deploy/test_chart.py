@@ -77,6 +77,10 @@ def test_env_renders_and_validates(env, tmp_path):
         write_record(repo, env, record(env, "4"))
     objects = render.render_env(env, repo)
     validate_all(objects)
+    env_dir = repo / "deploy/envs" / env
+    vals = render.values_from_files([env_dir / "values.yaml", env_dir / "model.yaml"])
+    report = helm.lint(str(CHART), {**vals, "environment": env}, strict=True, kube_version="v1.29.0")
+    assert not [m for m in report["messages"] if m["severity"] >= 2], report["messages"]
     rec = yaml.safe_load((repo / "deploy/envs" / env / "model.yaml").read_text())
     args = pod_spec(objects)["initContainers"][0]["args"]
     assert args[args.index("--name") + 1] == rec["name"]
