@@ -225,6 +225,15 @@ class ExpectationsParams(Section):
     minimum: list[Minimum]
 
 
+# ---------------------------------------------------------------- model card
+class ModelCardParams(Section):
+    """`model_card`: what the model is for and where it must not be used (the review report's model card).
+    Text about the team's own task: the template's demo text is only true of the demo table."""
+
+    intended_use: Annotated[str, Field(min_length=1)]
+    limits: Annotated[str, Field(min_length=1)]
+
+
 # ---------------------------------------------------------------- gate
 METRICS = ("roc_auc", "pr_auc", "f1", "precision", "recall", "accuracy", "log_loss", "ece")
 """The metrics `evaluate` computes; the gate's rules name them."""
@@ -368,6 +377,7 @@ class Params(Section):
     gate: GateParams
     serve: ServeParams
     expectations: ExpectationsParams
+    model_card: ModelCardParams
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
 

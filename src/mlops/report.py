@@ -25,17 +25,6 @@ from mlops.forge import MARKER
 
 log = logging.getLogger(__name__)
 
-# Edit these two for your model: they go into the model card of every review report.
-INTENDED_USE = (
-    "Rank existing customers by churn risk so a retention team can prioritise outreach; "
-    "a decision aid reviewed by people, not an automated decision about an individual."
-)
-LIMITS = (
-    "Trained on one public telecom table (7,043 customers, one snapshot in time): scores drift as "
-    "prices, products or the customer mix change (monitored by the drift job). Probabilities are "
-    "calibrated on the test split only. Not validated for fairness across protected groups; do not "
-    "use it for pricing, credit or eligibility decisions."
-)
 SLICE_COLUMNS = ("rows", "positive_rate", "roc_auc", "log_loss", "f1")
 PLOTS = {
     "roc": ("ROC", "fpr", "tpr"),
@@ -177,8 +166,9 @@ def _save(fig: Any, target: Path) -> Path:
     return target
 
 
-def model_card(meta: dict[str, Any], train_params: dict[str, Any]) -> list[str]:
-    """A short model card: identity, data and params hashes, training, intended use and limits."""
+def model_card(meta: dict[str, Any], train_params: dict[str, Any], card: dict[str, str]) -> list[str]:
+    """A short model card: identity, data and params hashes, training, and intended use and limits from
+    params.yaml `model_card` (`card`)."""
     arch = meta.get("architecture", {})
     training = meta.get("training", {})
     layers = "→".join(map(str, arch.get("hidden", [])))
@@ -192,8 +182,8 @@ def model_card(meta: dict[str, Any], train_params: dict[str, Any]) -> list[str]:
         + ", ".join(
             f"{k}={json.dumps(v)}" for k, v in train_params.items() if k not in ("experiment", "tensorboard")
         ),
-        f"- **Intended use**: {INTENDED_USE}",
-        f"- **Limits**: {LIMITS}",
+        f"- **Intended use**: {card['intended_use']}",
+        f"- **Limits**: {card['limits']}",
     ]
 
 
@@ -207,6 +197,7 @@ def build(
     train_params: dict[str, Any],
     target: str,
     repo: Path,
+    card: dict[str, str],
 ) -> str:
     """Write the review report (and its PNG plots under `<out dir>/plots/`); return the markdown.
 
@@ -216,6 +207,7 @@ def build(
         model_dir: models/ (model card); champion_record: deploy/envs/production/model.yaml.
         out: the markdown file to write (e.g. reports/review/report.md).
         train_params: the `train` params section (model card).
+        card: the `model_card` params section (intended use and limits).
         target: git revision of the merge target for `dvc metrics|params diff`.
         repo: the DVC repository root (where dvc runs).
     """
@@ -258,7 +250,7 @@ def build(
     lines += [f"- [{p.stem}](plots/{p.name})" for p in plots] or ["_no plot data_"]
 
     lines += ["", "### Model card", ""]
-    lines += model_card(meta, train_params) if meta else [f"_{model_dir}/model.json not available_"]
+    lines += model_card(meta, train_params, card) if meta else [f"_{model_dir}/model.json not available_"]
     text = "\n".join(lines) + "\n"
     files.write_bytes(out, text.encode())
     log.info("report: %s (%d plots, champion %s)", out, len(plots), "yes" if record else "none")
