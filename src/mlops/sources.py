@@ -18,14 +18,16 @@ import logging
 import os
 import urllib.parse
 import urllib.request
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from mlops.config import FileSource, IngestParams, SqlSource
 from mlops.errors import ConfigError, DataError
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 log = logging.getLogger(__name__)
+# pandas is imported by the readers only: the fingerprint stage runs on every `dvc repro` and must start fast
 
 
 def read_demo(package: str, dataset: str) -> pd.DataFrame:
@@ -55,6 +57,8 @@ def read_file(src: FileSource) -> pd.DataFrame:
     if scheme not in ("", "file", "http", "https"):
         raise ConfigError(f"ingest.file.uri: unsupported scheme '{scheme}' (use a path, file://, http(s)://)")
     fmt = file_format(src)
+    import pandas as pd
+
     try:
         if fmt == "parquet":
             return pd.read_parquet(src.uri)
@@ -79,6 +83,7 @@ def redact(url: str) -> str:
 
 def read_sql(src: SqlSource, environ: os._Environ[str] | dict[str, str] = os.environ) -> pd.DataFrame:
     """Run the configured query against the URL in the environment variable `src.url_env`."""
+    import pandas as pd
     from sqlalchemy import create_engine, text
     from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
