@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mlops import __version__
+from mlops import __version__, labels
 from mlops.config import ServeParams
 from mlops.errors import DataError, MlopsError, ModelNotReady
 from mlops.serve import binary, openapi, protocol
@@ -139,9 +139,8 @@ class App:
         p, m = self.params, self.metrics
         self.model = loaded
         self.encoder = Encoder(loaded.metadata["features"], loaded.preprocessor)
-        classes = loaded.metadata["label"]["classes"]
-        self.positive = loaded.metadata["label"]["positive"]
-        self.negative = next(c for c in classes if c != self.positive)
+        classes, self.positive = labels.from_metadata(loaded.metadata)
+        self.negative = labels.negative_class(classes, self.positive)  # the one class <-> 0/1 mapping
         self.threshold = loaded.threshold
         self.batcher = Batcher(forward, p.max_batch_size, p.max_wait_ms, p.queue_size, m.observe_batch)
         self.batcher.start()
