@@ -173,8 +173,10 @@ def test_dvc_experiments(reproduced, env):
     names = {e.get("name") for row in shown for e in row.get("experiments") or []}
     assert {"lr-high", "lr-low"} <= names, names
     diff = json.loads(sh("dvc", "params", "diff", "lr-high", "lr-low", "--json", cwd=repo, env=env).stdout)
-    assert diff["params.yaml"]["train.lr"] == {"old": 0.01, "new": 0.0005}
+    lr = diff["params.yaml"]["train.lr"]
+    assert (lr["old"], lr["new"]) == (0.01, 0.0005), lr
     assert set(diff["params.yaml"]) == {"train.lr"}  # DVC and mlops read the same values
     plots = json.loads(sh("dvc", "plots", "diff", "lr-high", "lr-low", "--json", cwd=repo, env=env).stdout)
-    revs = {d.get("rev") for d in plots["data"]["ROC"]}
-    assert {"lr-high", "lr-low"} <= revs, revs
+    assert plots["data"]["ROC"], "dvc plots diff rendered no ROC plot"
+    revs = {r for render in plots["data"]["ROC"] for r in render.get("revisions", [])}
+    assert {"lr-high", "lr-low"} <= revs, plots["data"]["ROC"][0].keys()
