@@ -254,8 +254,14 @@ def _fmt(v: Any) -> str:
     return "–" if v is None else str(v)
 
 
-def markdown(result: dict[str, Any]) -> str:
-    """The gate verdict as a markdown section (also embedded in the review report)."""
+def markdown(result: dict[str, Any], timings: dict[str, Any] | None = None) -> str:
+    """The gate verdict as a markdown section (also embedded in the review report).
+
+    Args:
+        result: the gate.json content.
+        timings: the timings file's content; when given (the review report, which DVC does not track),
+            latency rows show the measured p95s, else they point at the file (gate.md, a DVC output).
+    """
     lines = [f"### Gate: {'✅ passed' if result['passed'] else '❌ failed'}", ""]
     champ = result.get("champion")
     if champ:
@@ -266,7 +272,10 @@ def markdown(result: dict[str, Any]) -> str:
         lines.append(f"No champion: {result['champion_note']}")
     lines += ["", "| rule | value | bound | verdict |", "|---|---|---|---|"]
     for r in result["rules"]:
-        value = "measured (see timings)" if r.get("measured") else _fmt(r["value"])
+        value = _fmt(r["value"])
+        if r.get("measured"):
+            measured = (timings or {}).get(r["id"], {}).get("p95_ms")
+            value = " then ".join(f"{t:.3g} ms" for t in measured) if measured else "measured (see timings)"
         if r["kind"] == "champion":
             lo, hi = r["ci"]
             value = (
@@ -278,7 +287,7 @@ def markdown(result: dict[str, Any]) -> str:
             bound = f"{r['op']} {_fmt(r['bound'])}"
         mark = {"pass": "✅ pass", "fail": "❌ fail", "skip": "➖ skip"}[r["verdict"]]
         lines.append(f"| `{r['id']}` | {value} | {bound} | {mark} |")
-    if result.get("timings"):
+    if result.get("timings") and timings is None:
         lines += ["", f"Measured latencies (machine-dependent, not tracked): `{result['timings']}`."]
     return "\n".join(lines) + "\n"
 
