@@ -19,6 +19,8 @@ import mlflow
 import pytest
 import yaml
 
+from mlops.params_io import read_yaml
+
 from conftest import REPO, copy_repository, tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -67,7 +69,7 @@ def shared_venv_is_installed():
 def new_repo(tmp_path: Path, edit_params=None) -> Path:
     repo = copy_repository(tmp_path / "repo")
     if edit_params:
-        params = yaml.safe_load((repo / "params.yaml").read_text())
+        params = read_yaml(repo / "params.yaml")  # YAML 1.2, as DVC and mlops read it
         edit_params(params)
         (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
         subprocess.run(["git", "commit", "-qam", "change params"], cwd=repo, check=True)
@@ -96,8 +98,14 @@ def test_merge_request_pipeline_passes_the_gate(tmp_path):
     assert "not posted: GITLAB_TOKEN is not set" in log
 
 
+def unreachable(params: dict) -> None:
+    """A bound no model meets, whatever the table: log loss is positive for any model (evaluate clips
+    probabilities away from 0 and 1), so a maximum of 0 always fails."""
+    params["gate"]["metrics"]["max"]["log_loss"] = 0.0
+
+
 def test_unreachable_threshold_fails_at_the_gate_and_stops_the_pipeline(tmp_path):
-    repo = new_repo(tmp_path, lambda p: p["gate"]["metrics"]["min"].__setitem__("roc_auc", 0.99))
+    repo = new_repo(tmp_path, unreachable)
     # verify is independent of params and covered above: run the jobs from train on
     code, log, verdicts = gitlab(
         repo,
@@ -109,12 +117,12 @@ def test_unreachable_threshold_fails_at_the_gate_and_stops_the_pipeline(tmp_path
     # the pipeline fails (the merge stays blocked) but the report job still runs and explains why
     assert verdicts.get("train") == "FAIL" and verdicts.get("report") == "PASS", log[-3000:]
     report = (repo / "reports/review/report.md").read_text()
-    assert "❌ failed" in report and "metrics.min.roc_auc" in report
-    assert "metrics.min.roc_auc" in log
+    assert "❌ failed" in report and "metrics.max.log_loss" in report
+    assert "metrics.max.log_loss" in log
     gate = json.loads((repo / "reports/gate.json").read_text())  # `artifacts: when: always`
     assert gate["passed"] is False
     failed = [r for r in gate["rules"] if r["verdict"] == "fail"]
-    assert [r["id"] for r in failed] == ["metrics.min.roc_auc"], failed
+    assert [r["id"] for r in failed] == ["metrics.max.log_loss"], failed
 
 
 def test_main_pipeline_registers_the_model_in_a_real_mlflow_server(tmp_path, mlflow_server):
@@ -126,7 +134,7 @@ def test_main_pipeline_registers_the_model_in_a_real_mlflow_server(tmp_path, mlf
     weights = json.loads((repo / "models/model.json").read_text())["weights"]["sha256"]
     mlflow.set_tracking_uri(mlflow_server)
     client = mlflow.tracking.MlflowClient()
-    name = yaml.safe_load((repo / "params.yaml").read_text())["train"]["model_name"]
+    name = read_yaml(repo / "params.yaml")["train"]["model_name"]
     versions = client.search_model_versions(f"name = '{name}'")
     mine = [v for v in versions if v.tags.get("weights_sha256") == weights]
     assert len(mine) == 1 and mine[0].tags["gate"] == "passed"
