@@ -84,3 +84,17 @@ def test_debug_shows_the_traceback(workspace: Workspace, capsys):
         str(workspace.validation),
     )
     assert code == 3 and "Traceback" in capsys.readouterr().err
+
+
+def test_fingerprint_command_writes_the_source_description(workspace: Workspace, tmp_path, capsys):
+    """`mlops fingerprint` (dvc.yaml's first stage) records the source; a missing local file exits 3."""
+    import json
+
+    assert workspace.mlops(*workspace.stage_args("fingerprint")) == 0
+    written = json.loads((workspace.root / "data/raw/source.json").read_text())
+    assert written["source"] == "demo" and written["dataset"]
+    params = workspace.params.read_text().replace("  source: demo ", "  source: file ", 1)
+    params = params.replace("uri: data/external/churn.csv", f"uri: {tmp_path / 'absent.csv'}", 1)
+    workspace.params.write_text(params)
+    assert workspace.mlops(*workspace.stage_args("fingerprint")) == 3
+    assert "ingest.file.uri:" in capsys.readouterr().err.strip().splitlines()[-1]
