@@ -1,9 +1,9 @@
 """bootstrap: a seeded paired bootstrap of metric differences between two models on the same rows.
 
 A resample is represented by how often each row was drawn (a multinomial count vector), so every
-metric of `evaluate.scores` is computed for a whole block of resamples at once as a weighted metric:
+metric of `metrics.scores` is computed for a whole block of resamples at once as a weighted metric:
 one matrix product instead of one sklearn call per resample (1000 resamples of 1,400 rows: ~0.1 s
-instead of ~8 s). With all counts equal to 1 each function equals its `evaluate.scores` counterpart
+instead of ~8 s). With all counts equal to 1 each function equals its `metrics.scores` counterpart
 (the tests check that, and check random count vectors against sklearn's `sample_weight`).
 """
 
@@ -35,7 +35,7 @@ def weighted(
     """One metric for each row of `w` (resamples x rows of draw counts); NaN where undefined (one class).
 
     Args:
-        name: a metric of `evaluate.scores`.
+        name: a metric of `metrics.scores`.
         y: 0/1 labels; p: positive-class probabilities; w: non-negative weights, shape (k, rows).
         threshold: decision threshold (f1, precision, recall, accuracy).
         bins: calibration bins (ece).
@@ -71,7 +71,7 @@ def weighted(
     tp, fp, fn = w @ (y * pred), w @ ((1 - y) * pred), w @ (y * (1 - pred))
     if name == "accuracy":
         return _safe_div(w @ (y == pred).astype(np.float64), total)
-    precision = np.nan_to_num(_safe_div(tp, tp + fp))  # zero_division=0, as evaluate.scores
+    precision = np.nan_to_num(_safe_div(tp, tp + fp))  # zero_division=0, as metrics.scores
     recall = np.nan_to_num(_safe_div(tp, tp + fn))
     if name == "precision":
         return precision
