@@ -10,7 +10,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev system-packages run test lint ci-verify ci-test-e2e ci-test-docker ci-image ci-image-tag ci-train ci-retrain ci-report ci-release ingest validate featurize train evaluate gate register report bench-pipeline serve docker-build bench-serving clean chart-check docker-build-fetch
+.PHONY: help install install-dev system-packages run test lint ci-verify ci-test-e2e ci-test-docker ci-image ci-image-tag ci-image-pin ci-image-publish registry-login ci-train ci-retrain ci-report ci-release ingest validate featurize train evaluate gate register report bench-pipeline serve docker-build bench-serving clean chart-check docker-build-fetch
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -77,9 +77,14 @@ bench-pipeline: install-dev ## benchmark: cold and no-op dvc repro, train loop v
 serve: install ## serve models/ over the Open Inference Protocol on 127.0.0.1:8080 (params.yaml `serve`)
 	$(BIN)/mlops serve --model-dir models --port $(or $(PORT),8080)
 
+# (recipes below call these directly, not through $(MAKE), so `make -n` never runs docker)
+SERVE_BUILD = docker build --network host --build-arg BASE_IMAGE=$(or $(BASE_IMAGE),python:3.11-slim-bookworm) \
+	--build-arg WHEELS=$(or $(WHEELS),index)
+CI_IMAGE_BUILD = docker build --network host -f Dockerfile.ci --build-arg BASE_IMAGE=$(or $(BASE_IMAGE),python:3.11-slim-bookworm) \
+	--build-arg WHEELS=$(or $(WHEELS),index)
+
 docker-build: ## build the serving image (IMAGE, BASE_IMAGE and WHEELS=index|wheelhouse may be overridden)
-	docker build --network host --build-arg BASE_IMAGE=$(or $(BASE_IMAGE),python:3.11-slim-bookworm) \
-		--build-arg WHEELS=$(or $(WHEELS),index) -t $(or $(IMAGE),mlops-serve:dev) .
+	$(SERVE_BUILD) -t $(or $(IMAGE),mlops-serve:dev) .
 
 docker-build-fetch: ## build the fetch-model init container image (Dockerfile.fetch; FETCH_IMAGE, BASE_IMAGE, WHEELS)
 	docker build --network host -f Dockerfile.fetch --build-arg BASE_IMAGE=$(or $(BASE_IMAGE),python:3.11-slim-bookworm) \
@@ -100,6 +105,13 @@ clean: ## remove pipeline outputs and the local MLflow store (not the DVC cache 
 
 define use_ci_remote
 	@if [ -n "$$DVC_REMOTE_URL" ]; then dvc remote add --local --force --default ci "$$DVC_REMOTE_URL"; fi
+endef
+
+# docker login to the registry of IMAGE_REGISTRY with the CI system's own credentials (when given)
+define registry_login
+	@if [ -n "$$REGISTRY_USER" ] && [ -n "$$REGISTRY_PASSWORD" ]; then \
+		printf '%s' "$$REGISTRY_PASSWORD" | docker login --username "$$REGISTRY_USER" --password-stdin "$${IMAGE_REGISTRY%%/*}"; \
+	else echo "ci: REGISTRY_USER/REGISTRY_PASSWORD not set: using the runner's existing docker login"; fi
 endef
 
 define push_if_remote
@@ -127,11 +139,23 @@ CI_IMAGE ?= mlops-ci:$(CI_IMAGE_HASH)
 
 ci-image: ## build the CI image (CI_IMAGE=mlops-ci:<hash of its inputs>; skipped when it exists)
 	@if docker image inspect $(CI_IMAGE) >/dev/null 2>&1; then echo "ci-image: $(CI_IMAGE) exists"; \
-	else docker build --network host -f Dockerfile.ci --build-arg BASE_IMAGE=$(or $(BASE_IMAGE),python:3.11-slim-bookworm) \
-		--build-arg WHEELS=$(or $(WHEELS),index) -t $(CI_IMAGE) . ; fi
+	else $(CI_IMAGE_BUILD) -t $(CI_IMAGE) . ; fi
 
 ci-image-tag: ## print the CI image tag (mlops-ci:<hash>)
 	@echo $(CI_IMAGE)
+
+ci-image-pin: ## write the CI image tag into the three CI files (after a dependency change)
+	sed -i -E 's|mlops-ci:[0-9a-f]{12}|$(CI_IMAGE)|g' .gitlab-ci.yml .github/workflows/*.yml Jenkinsfile
+
+registry-login: ## docker login to IMAGE_REGISTRY's host with REGISTRY_USER/REGISTRY_PASSWORD (when set)
+	$(registry_login)
+
+ci-image-publish: ## CI job ci-image: build and push the CI image unless IMAGE_REGISTRY already has its tag
+	@if [ -z "$$IMAGE_REGISTRY" ]; then echo "ci-image-publish: error: IMAGE_REGISTRY is not set" >&2; exit 2; fi
+	$(registry_login)
+	@if docker manifest inspect "$$IMAGE_REGISTRY/$(CI_IMAGE)" >/dev/null 2>&1; then \
+		echo "ci-image-publish: $$IMAGE_REGISTRY/$(CI_IMAGE) exists"; \
+	else $(CI_IMAGE_BUILD) -t "$$IMAGE_REGISTRY/$(CI_IMAGE)" . && docker push "$$IMAGE_REGISTRY/$(CI_IMAGE)"; fi
 
 ci-train: install ## CI job train: restore the run-cache, reproduce the pipeline (gate included), push
 	$(use_ci_remote)
@@ -157,13 +181,12 @@ ci-release: install ## CI job release: register the gated model in MLflow, build
 	@if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then \
 		echo "ci-release: no Docker engine on this runner: serving image not built"; \
 	elif [ -z "$$IMAGE_REGISTRY" ]; then \
-		$(MAKE) docker-build IMAGE=mlops-serve:$$(git rev-parse --short HEAD); \
+		$(SERVE_BUILD) -t mlops-serve:$$(git rev-parse --short HEAD) . && \
 		echo "ci-release: IMAGE_REGISTRY is not set: image built, not pushed"; \
 	else \
-		if [ -n "$$REGISTRY_USER" ] && [ -n "$$REGISTRY_PASSWORD" ]; then \
-			printf '%s' "$$REGISTRY_PASSWORD" | docker login --username "$$REGISTRY_USER" --password-stdin "$${IMAGE_REGISTRY%%/*}" || exit 1; \
-		else echo "ci-release: REGISTRY_USER/REGISTRY_PASSWORD not set: pushing with the runner's existing docker login"; fi; \
-		$(MAKE) docker-build IMAGE=$$IMAGE_REGISTRY/mlops-serve:$$(git rev-parse --short HEAD) && \
+		$(subst @,,$(registry_login)) && \
+		$(SERVE_BUILD) -t $$IMAGE_REGISTRY/mlops-serve:$$(git rev-parse --short HEAD) . && \
 		docker push $$IMAGE_REGISTRY/mlops-serve:$$(git rev-parse --short HEAD) && \
-		$(MAKE) ci-image CI_IMAGE=$$IMAGE_REGISTRY/$(CI_IMAGE) && docker push $$IMAGE_REGISTRY/$(CI_IMAGE); \
+		{ docker manifest inspect "$$IMAGE_REGISTRY/$(CI_IMAGE)" >/dev/null 2>&1 || \
+		  { $(CI_IMAGE_BUILD) -t "$$IMAGE_REGISTRY/$(CI_IMAGE)" . && docker push "$$IMAGE_REGISTRY/$(CI_IMAGE)"; }; }; \
 	fi

@@ -3,17 +3,20 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
+import sys
 
 import pytest
 import yaml
+from _pytest.mark.expression import Expression
 
 from conftest import REPO, copy_repository, tool
 
 TRIGGERS = ("merge_request", "main", "schedule")
-MAKE_CALL = re.compile(r"^make (ci-[a-z-]+)$")
+MAKE_CALL = re.compile(r"^make (ci-[a-z0-9-]+)$")
 WORKFLOWS = REPO / ".github/workflows"
 
 
@@ -127,6 +130,8 @@ def jenkins_runs_on(when: str, trigger: str) -> bool:
         "schedule": (False, True, True),
     }
     change_request, on_main, timer = facts[trigger]
+    if not when.strip():
+        return True  # no `when`: the stage runs on every build
     expr = when.replace(";", " ")
     expr = expr.replace("changeRequest()", str(change_request)).replace("branch 'main'", str(on_main))
     expr = expr.replace("triggeredBy 'TimerTrigger'", str(timer))
@@ -161,16 +166,26 @@ def test_the_three_ci_files_call_the_same_make_targets_per_trigger(tmp_path):
     github, gitlab, jenkins = github_targets(), gitlab_targets(tmp_path), jenkins_targets()
     for trigger in TRIGGERS:
         assert github[trigger] == gitlab[trigger] == jenkins[trigger], trigger
+    tests = {"ci-verify", "ci-test-e2e", "ci-test-docker"}
     assert github == {
-        "merge_request": {"ci-verify", "ci-train", "ci-report"},
-        "main": {"ci-verify", "ci-train", "ci-release"},
-        "schedule": {"ci-retrain", "ci-release"},
+        "merge_request": {"ci-image-publish", *tests, "ci-train", "ci-report"},
+        "main": {"ci-image-publish", *tests, "ci-train", "ci-release"},
+        "schedule": {"ci-image-publish", "ci-retrain", "ci-release"},
     }
 
 
 def test_every_ci_target_exists_and_is_documented():
     listed = subprocess.run(["make", "help"], cwd=REPO, capture_output=True, text=True, check=True).stdout
-    for target in ("ci-verify", "ci-train", "ci-retrain", "ci-report", "ci-release"):
+    for target in (
+        "ci-image-publish",
+        "ci-verify",
+        "ci-test-e2e",
+        "ci-test-docker",
+        "ci-train",
+        "ci-retrain",
+        "ci-report",
+        "ci-release",
+    ):
         assert re.search(rf"^\s+{target}\s+\S", listed, re.M), f"make help does not document {target}"
         dry = subprocess.run(["make", "-n", target], cwd=REPO, capture_output=True, text=True)
         assert dry.returncode == 0, dry.stderr
@@ -280,7 +295,16 @@ def test_jenkinsfile_declarative_shape():
     assert "cron(" in block(body, body.index("triggers"))
     assert "always" in block(body, re.search(r"^\s{4}post", body, re.M).start())
     stages = jenkins_stages()
-    assert list(stages) == ["verify", "train", "retrain", "report", "release"]
+    assert list(stages) == [
+        "ci-image",
+        "verify",
+        "test-e2e",
+        "test-docker",
+        "train",
+        "retrain",
+        "report",
+        "release",
+    ]
     assert all("make ci-" in steps for _, steps in stages.values())
     assert "withOptionalCredentials" in stages["train"][1] and "lock(" in stages["release"][1]
     # a failed gate fails the build but the report stage still runs; release only on a green build
@@ -334,3 +358,85 @@ def test_ci_release_refuses_to_register_without_a_tracking_server(tmp_path):
     assert "MLFLOW_TRACKING_URI is not set" in proc.stderr
     assert "mlops register" not in proc.stdout
     assert set(REPO.iterdir()) == before, "nothing may be written"
+
+
+def test_every_job_runs_in_the_pinned_ci_image():
+    """The CI image tag pinned in the three files is the hash of what the image is built from, and every
+    job runs in it, except those that need the runner's own Docker engine (ci-image, release)."""
+    tag = subprocess.run(
+        ["make", "-s", "ci-image-tag"], cwd=REPO, capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert re.fullmatch(r"mlops-ci:[0-9a-f]{12}", tag)
+    gitlab = yaml.safe_load((REPO / ".gitlab-ci.yml").read_text())
+    assert gitlab["default"]["image"] == f"$CI_REGISTRY_IMAGE/{tag}", "run `make ci-image-pin`"
+    on_host = {"ci-image", "release"}
+    for name, job in gitlab.items():
+        if isinstance(job, dict) and "script" in job and name not in on_host:
+            assert "image" not in job, f".gitlab-ci.yml:{name} must use the default (CI) image"
+    for path in WORKFLOWS.glob("*.yml"):
+        for name, job in yaml.safe_load(path.read_text())["jobs"].items():
+            if name in on_host:
+                assert "container" not in job
+            else:
+                assert job["container"]["image"] == "${{ vars.IMAGE_REGISTRY }}/" + tag, f"{path.name}:{name}"
+    jenkins = (REPO / "Jenkinsfile").read_text()
+    assert set(re.findall(r"mlops-ci:[0-9a-f]{12}", jenkins)) == {tag}
+    assert "agent { label 'docker' }" in jenkins_stages()["release"][0] or "agent { label 'docker' }" in (
+        jenkins
+    )
+
+
+@pytest.mark.slow
+def test_the_ci_test_jobs_together_run_the_whole_suite(tmp_path):
+    """ci-verify, ci-test-e2e and ci-test-docker select disjoint sets of tests whose union is the suite
+    (`make test`): nothing is left to this repository's own CI."""
+    makefile = (REPO / "Makefile").read_text()
+
+    def marker_expr(target: str) -> str:
+        recipe = makefile.split(f"\n{target}:", 1)[1].split("\n\n", 1)[0]
+        found = re.search(r'pytest -m (?:"([^"]+)"|(\w+))', recipe)
+        assert found, f"Makefile {target}: no `pytest -m` call"
+        return found.group(1) or found.group(2)
+
+    exprs = {target: marker_expr(target) for target in ("ci-verify", "ci-test-e2e", "ci-test-docker")}
+
+    # one collection, each test's markers dumped by a small plugin; the -m expressions evaluated on them
+    # as pytest evaluates them
+    plugin = tmp_path / "dump_markers.py"
+    plugin.write_text(
+        "import json, os\n"
+        "def pytest_collection_finish(session):\n"
+        "    marks = {i.nodeid: sorted({m.name for m in i.iter_markers()}) for i in session.items}\n"
+        "    open(os.environ['MARKERS_OUT'], 'w').write(json.dumps(marks))\n"
+    )
+    out = tmp_path / "markers.json"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "--collect-only",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-p",
+            "dump_markers",
+        ],
+        cwd=REPO,
+        env=dict(os.environ, MARKERS_OUT=str(out), PYTHONPATH=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    marks = json.loads(out.read_text())
+    assert len(marks) > 100
+    parts = []
+    for expr in exprs.values():
+        compiled = Expression.compile(expr)
+        parts.append(
+            {test for test, names in marks.items() if compiled.evaluate(lambda n, ns=names: n in ns)}
+        )
+    assert sum(len(p) for p in parts) == len(marks), "a test is selected by two CI jobs"
+    assert set().union(*parts) == set(marks), "tests no CI job runs"
+    assert parts[2], "no test is marked docker"
