@@ -118,3 +118,15 @@ def test_duplicate_params_key_is_an_error(tmp_path):
     path.write_text(FIXTURE_PARAMS.read_text() + "\ntrain:\n  epochs: 3\n")
     with pytest.raises(ConfigError, match=f"{path}: not valid YAML: .*duplicate key"):
         load_params(path)
+
+
+def test_categories_are_distinct_and_leave_the_null_slot_free():
+    data = edited(lambda d: d["schema"]["categorical"]["contract"]["categories"].append("One year"))
+    with pytest.raises(ConfigError, match=r"schema\.categorical\.contract\.categories: duplicated values"):
+        parse_params(data)
+
+    def nullable_with_missing(d):
+        d["schema"]["categorical"]["contract"].update(nullable=True, categories=["a", "<missing>"])
+
+    with pytest.raises(ConfigError, match=r"schema\.categorical\.contract\.categories: '<missing>' names"):
+        parse_params(edited(nullable_with_missing))

@@ -78,7 +78,8 @@ class NumericColumn(Section):
 
 
 class CategoricalColumn(Section):
-    """A categorical column: its allowed values (the order fixes the one-hot layout)."""
+    """A categorical column: its allowed values (the order fixes the one-hot layout). A nullable one gets
+    one more one-hot slot, `<missing>`, which nulls fill (mlops.features)."""
 
     categories: Annotated[list[str], Field(min_length=1)]
     nullable: bool
@@ -106,6 +107,16 @@ class SchemaParams(Section):
     numeric: dict[str, NumericColumn]
     categorical: dict[str, CategoricalColumn]
     min_rows: PositiveInt
+
+    @model_validator(mode="after")
+    def _categories(self) -> SchemaParams:
+        for name, col in self.categorical.items():
+            where = f"schema.categorical.{name}.categories"
+            if len(set(col.categories)) != len(col.categories):
+                raise ValueError(f"{where}: duplicated values in {col.categories}")
+            if col.nullable and "<missing>" in col.categories:
+                raise ValueError(f"{where}: '<missing>' names the null slot of a nullable column; rename it")
+        return self
 
     @property
     def features(self) -> list[str]:
