@@ -80,22 +80,48 @@ def test_repro_leaves_git_status_clean(reproduced, env):
     untracked one: measured latencies go to a git-ignored file, not into a tracked output's hash."""
     repo, _, _ = reproduced
     status = sh("git", "status", "--porcelain", "--untracked-files=all", cwd=repo, env=env).stdout
+    if params_edited_stages(repo):  # a lock for other params is rewritten, as it should be
+        status = "".join(line for line in status.splitlines(keepends=True) if line != " M dvc.lock\n")
     assert status == "", f"dvc repro changed the clone:\n{status}"
     assert (repo / "reports/gate-timings.json").is_file()
 
 
-def test_committed_dvc_lock_is_reproduced_exactly(reproduced, env):
-    """The lock in git matches a from-scratch run: outputs are byte-reproducible across machines, the
-    gate's reports included (they hold verdicts; the measured latencies are not in them)."""
-    repo, _, _ = reproduced
+def locks(repo: Path) -> tuple[dict, dict]:
+    """(the dvc.lock stages committed in git, those the fresh `dvc repro` wrote)."""
     committed = yaml.safe_load(
         subprocess.run(
             ["git", "show", "HEAD:dvc.lock"], cwd=repo, capture_output=True, text=True, check=True
         ).stdout
     )["stages"]
-    fresh = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    return committed, yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+
+
+def params_edited_stages(repo: Path) -> set[str]:
+    """Stages whose inputs changed because params.yaml changed after dvc.lock was committed (a team that
+    has just swapped in its own table and not yet committed the lock `dvc repro` writes): their params
+    differ from the lock's, or they read data an edited stage produced."""
+    committed, fresh = locks(repo)
+    produced_by = {out["path"]: s for s in STAGES for out in fresh.get(s, {}).get("outs", [])}
+    edited: set[str] = set()
+    for stage in STAGES:  # pipeline order: producers before consumers
+        old, new = committed.get(stage, {}), fresh.get(stage, {})
+        if old.get("params") != new.get("params") or any(
+            produced_by.get(d["path"]) in edited for d in new.get("deps", [])
+        ):
+            edited.add(stage)
+    return edited
+
+
+def test_committed_dvc_lock_is_reproduced_exactly(reproduced, env):
+    """The lock in git matches a from-scratch run: outputs are byte-reproducible across machines, the
+    gate's reports included (they hold verdicts; the measured latencies are not in them). Stages that
+    params.yaml edits since the lock was committed are expected to differ until the new lock is
+    committed; every other stage must match exactly (a code change without its lock is caught)."""
+    repo, _, _ = reproduced
+    committed, fresh = locks(repo)
     assert set(committed) == set(fresh) == set(STAGES)
-    for stage in STAGES:
+    edited = params_edited_stages(repo)
+    for stage in (s for s in STAGES if s not in edited):
         for key in ("cmd", "deps", "params", "outs"):
             assert committed[stage].get(key) == fresh[stage].get(key), f"dvc.lock is stale: {stage}.{key}"
 
