@@ -169,3 +169,21 @@ def test_value_file_order_record_over_env_values(tmp_path):
 def test_unknown_env_is_an_error():
     with pytest.raises(ConfigError, match="no Application for this folder"):
         render.render_env("nowhere", Path(REPO))
+
+
+def test_parameters_are_typed_like_helm_set(tmp_path):
+    """Application parameters become `--set` values: integers and booleans typed, forceString kept."""
+    repo = scratch_repo(tmp_path)
+    write_record(repo, "staging", record("staging", "7"))
+    (app,) = [a for a in render.applications(repo) if a["metadata"]["name"] == "mlops-staging"]
+    app["spec"]["source"]["helm"]["parameters"] += [
+        {"name": "service.targetPort", "value": "18080"},
+        {"name": "logJson", "value": "false"},
+        {"name": "podLabels.team", "value": "042", "forceString": True},
+    ]
+    spec = pod_spec(render.render_application(app, repo))
+    server = spec["containers"][0]
+    assert server["ports"][0]["containerPort"] == 18080
+    assert "--log-json" not in server["args"]
+    typed = [render.typed_value(v) for v in ("1", "01", "-3", "1.5", "null", "true")]
+    assert typed == [1, "01", -3, "1.5", None, True]

@@ -53,6 +53,18 @@ def merge_values(base: dict[str, Any], override: dict[str, Any]) -> dict[str, An
     return out
 
 
+def typed_value(value: str) -> Any:
+    """A `--set` value as Helm types it (strvals): true/false, null, integers without a leading zero;
+    anything else stays a string (Argo CD's `forceString: true` skips this, like `--set-string`)."""
+    if value in ("true", "false"):
+        return value == "true"
+    if value == "null":
+        return None
+    if re.fullmatch(r"-?(0|[1-9][0-9]*)", value):
+        return int(value)
+    return value
+
+
 def set_value(values: dict[str, Any], name: str, value: Any) -> None:
     """`helm --set name=value` for a dotted name (no list indexes: the chart needs none)."""
     *parents, leaf = name.split(".")
@@ -303,7 +315,8 @@ def render_application(app: dict[str, Any], repo: str | os.PathLike[str] = ".") 
     files = [chart_dir / f for f in helm_source.get("valueFiles") or []]
     values = values_from_files(files, ignore_missing=bool(helm_source.get("ignoreMissingValueFiles")))
     for param in helm_source.get("parameters") or []:
-        set_value(values, param["name"], param["value"])
+        value = str(param["value"])
+        set_value(values, param["name"], value if param.get("forceString") else typed_value(value))
     return render_chart(
         chart_dir,
         values,
