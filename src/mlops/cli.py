@@ -204,6 +204,7 @@ def cmd_rehearse(args: argparse.Namespace, params: Params | None) -> None:
         args.env,
         images=dict(rehearse.pair(v, "--image") for v in args.image),
         secrets=rehearse.secrets(args.secret),
+        parameters=dict(rehearse.pair(v, "--set") for v in args.set),
         timeout=args.timeout,
     )
     if args.json:
@@ -399,8 +400,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--secret",
         action="append",
         default=[],
-        metavar="SECRET.KEY=VALUE",
+        metavar="SECRET/KEY=VALUE",
         help="a value of a Secret the pod reads (the cluster holds them; repeatable)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an extra Helm parameter for the Application, like `argocd app set -p` (repeatable)",
     )
     p.add_argument("--timeout", type=float, default=180.0, help="seconds until ready (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the rehearsal's result as JSON on stdout")

@@ -55,3 +55,7 @@ class PromotionRefused(MlopsError):
 
     exit_code = 6
     http_status = 409
+
+
+class RehearsalFailed(ModelNotReady):
+    """The deploy rehearsal's pod did not start, become ready or serve the recorded version (exit 5)."""

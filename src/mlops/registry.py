@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import Any
 
 from mlops import artifact, bundle, files
-from mlops import model as model_lib
 from mlops.errors import ChecksumMismatch, MlopsError, ModelNotReady, PromotionRefused
 
 log = logging.getLogger(__name__)
@@ -139,6 +138,7 @@ def register(
         ChecksumMismatch: the weights do not match model.json (exit 6).
         PromotionRefused: no gate report, a report about other weights, or a failed gate (exit 6).
     """
+    from mlops import model as model_lib  # torch: only registering needs it (fetch-model's image has none)
     from mlops import tracking
 
     model = model_lib.load(model_dir)  # verifies sha256 (tampered weights -> ChecksumMismatch)
@@ -194,7 +194,7 @@ def _publish(
     with tempfile.TemporaryDirectory(prefix="mlops-register-") as tmp, contextlib.redirect_stdout(sys.stderr):
         staged = Path(tmp) / "model"
         staged.mkdir()
-        for fname in (model_lib.WEIGHTS, model_lib.METADATA):
+        for fname in (artifact.WEIGHTS, artifact.METADATA):
             shutil.copy2(model_dir / fname, staged / fname)
         graph = bundle.import_graph()
         code = bundle.stage_code(Path(tmp) / "code", graph)
@@ -301,10 +301,10 @@ def fetch_model(name: str, version: str, dest: Path) -> dict[str, Any]:
             if _is_not_found(e):
                 raise ModelNotReady(f"model {name!r} version {mv.version}: artifacts not found ({e})") from e
             raise
-        found = sorted(local.rglob(model_lib.METADATA))
+        found = sorted(local.rglob(artifact.METADATA))
         if not found:
             raise ModelNotReady(
-                f"model {name!r} version {mv.version}: no {model_lib.METADATA} in its artifacts"
+                f"model {name!r} version {mv.version}: no {artifact.METADATA} in its artifacts"
             )
         src = found[0].parent
         try:
@@ -317,7 +317,7 @@ def fetch_model(name: str, version: str, dest: Path) -> dict[str, Any]:
                 f"does not match the registry tag weights_sha256 ({expected[:12]}…)"
             )
         os.replace(weights, dest / weights.name)
-        os.replace(src / model_lib.METADATA, dest / model_lib.METADATA)
+        os.replace(src / artifact.METADATA, dest / artifact.METADATA)
     result = {"name": name, "version": str(mv.version), "sha256": expected, "dest": str(dest)}
     files.write_json(dest / "registry.json", result)
     log.info("fetch-model: %s version %s (sha256 %s…) -> %s", name, mv.version, expected[:12], dest)

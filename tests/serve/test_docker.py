@@ -83,11 +83,14 @@ def _base_tarball() -> Path:
     return tarball
 
 
-def _wheelhouse() -> Path:
-    """pip download the serving requirements (pins from pyproject, the rest constrained to this venv)."""
+def _wheelhouse(names: str = SERVE_REQUIREMENTS) -> Path:
+    """pip download the serving requirements (pins from pyproject, the rest constrained to this venv).
+
+    `names`: another image's requirement names (Dockerfile.fetch installs `mlflow` as mlflow-skinny).
+    """
     text = (REPO / "pyproject.toml").read_text()
     freeze = _sh(sys.executable, "-m", "pip", "freeze", "--exclude-editable")
-    key = hashlib.sha256(f"{text}|{freeze}|{SERVE_REQUIREMENTS}".encode()).hexdigest()[:16]
+    key = hashlib.sha256(f"{text}|{freeze}|{names}".encode()).hexdigest()[:16]
     target = CACHE / f"wheelhouse-{key}"
     if not target.exists():
         tmp = Path(tempfile.mkdtemp(prefix="wheelhouse-", dir=CACHE))
@@ -97,8 +100,9 @@ def _wheelhouse() -> Path:
         import tomllib
 
         deps = tomllib.loads(text)["project"]["dependencies"]
-        want = set(SERVE_REQUIREMENTS.split())
+        want = set(names.split())
         reqs = [d for d in deps if re.split(r"[=<>\[; ]", d)[0].lower() in want]
+        reqs = [re.sub(r"^mlflow==", "mlflow-skinny==", d) for d in reqs]
         links = os.environ.get("MLOPS_TORCH_WHEEL_DIR", "/opt/wheels")
         _sh(
             sys.executable,
@@ -171,24 +175,24 @@ def docker(tmp_path_factory):
     shutil.rmtree(run_dir, ignore_errors=True)
 
 
-@pytest.fixture(scope="module")
-def image(docker, tmp_path_factory) -> str:
-    """Build the image offline: debootstrap base + wheelhouse in a clean build context."""
+def build_image(docker: dict, ctx: Path, dockerfile: str, tag: str, wheelhouse: Path) -> str:
+    """Build `dockerfile` offline as `tag`: debootstrap base + wheelhouse in the clean build context `ctx`
+    (also used by the deploy rehearsal, tests/e2e/test_rehearse.py)."""
     base = _base_tarball()
     base_tag = f"mlops-base:bookworm-{base.stem.rsplit('-', 1)[1]}"
     if subprocess.run(["docker", "image", "inspect", base_tag], env=docker, capture_output=True).returncode:
         _sh("docker", "import", str(base), base_tag, env=docker)
-    ctx = tmp_path_factory.mktemp("docker-context")
-    for name in ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "params.yaml"):
+    for name in (dockerfile, ".dockerignore", "pyproject.toml", "README.md", "params.yaml"):
         shutil.copy(REPO / name, ctx / name)
     shutil.copytree(REPO / "src", ctx / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    shutil.copytree(_wheelhouse(), ctx / "wheelhouse")
-    tag = "mlops-serve:test"
+    shutil.copytree(wheelhouse, ctx / "wheelhouse")
     _sh(
         "docker",
         "build",
         "--network",
         "host",
+        "-f",
+        str(ctx / dockerfile),
         "--build-arg",
         f"BASE_IMAGE={base_tag}",
         "--build-arg",
@@ -199,6 +203,14 @@ def image(docker, tmp_path_factory) -> str:
         env=docker,
         timeout=1800,
     )
+    return tag
+
+
+@pytest.fixture(scope="module")
+def image(docker, tmp_path_factory) -> str:
+    """Build the image offline: debootstrap base + wheelhouse in a clean build context."""
+    ctx = tmp_path_factory.mktemp("docker-context")
+    tag = build_image(docker, ctx, "Dockerfile", "mlops-serve:test", _wheelhouse())
     size = int(_sh("docker", "image", "inspect", "-f", "{{.Size}}", tag, env=docker))
     print(f"\nimage {tag}: {size / 1e6:.0f} MB")
     _record(image=tag, bytes=size)

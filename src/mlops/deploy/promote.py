@@ -11,7 +11,7 @@ the dvc.lock md5. An unprotected environment (deploy/promotion.yaml) is committe
 `promote/<env>/<name>-<version>`, pushed, and a merge request into the tracked branch on GitHub or
 GitLab. The MLflow alias `<env>` mirrors git: it moves when the record is committed to the tracked
 branch; for a protected environment, rerunning the same promotion after the merge (a no-op on git)
-moves it. Promoting the version already recorded changes nothing.
+moves it. Promoting the version already recorded changes nothing in git (the alias is synced to it).
 """
 
 from __future__ import annotations
@@ -261,7 +261,7 @@ def promote(
     """
     repo = repo_root(repo)
     settings_path = repo / rec.SETTINGS
-    protected = rec.load_settings(settings_path).env(env, settings_path).protected
+    rec.load_settings(settings_path).env(env, settings_path)  # an undeclared env: exit 2 before any work
     path = rec.record_path(repo, env)
     current: ChampionRecord | None = rec.read(path)
     name = name or (current.name if current else default_name)
@@ -273,7 +273,8 @@ def promote(
         and current.sha256 == facts["sha256"]
     ):
         log.info("promote: %s already runs %s version %s; nothing to change", env, name, facts["version"])
-        if not protected:
+        # the committed record names it (after a merged merge request, say): the alias mirrors git
+        if not git(repo, "status", "--porcelain", "--", rec.record_path(Path("."), env).as_posix()).strip():
             set_alias(name, env, facts["version"])
         return {"action": "unchanged", "env": env, "name": name, "version": facts["version"]}
     previous = rec.pointer(current)
