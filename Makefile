@@ -10,7 +10,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev system-packages run test lint ci-verify ci-test-e2e ci-test-docker ci-image ci-image-tag ci-image-pin ci-image-publish registry-login ci-train ci-retrain ci-report ci-release ingest validate featurize train evaluate gate register report bench-pipeline serve docker-build bench-serving clean chart-check docker-build-fetch
+.PHONY: help install install-dev system-packages run test lint ci-verify ci-test-e2e ci-test-docker ci-image ci-image-tag ci-image-pin ci-image-publish registry-login ci-train ci-retrain ci-report ci-release ingest validate featurize train evaluate gate register report bench-pipeline serve docker-build bench-serving clean chart-check docker-build-fetch rehearse
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -92,6 +92,9 @@ docker-build-fetch: ## build the fetch-model init container image (Dockerfile.fe
 
 chart-check: install-dev ## render the chart for every env, ci/ scenario and Argo CD Application; validate strictly
 	$(BIN)/pytest tests/deploy/test_chart.py tests/deploy/test_argocd.py $(PYTEST_ARGS)
+
+rehearse: install-dev ## deploy rehearsal of ENV (default staging): register, promote, run the rendered pod under Docker, rollback, again
+	MLOPS_REHEARSE_ENV=$(or $(ENV),staging) $(BIN)/pytest tests/e2e/test_rehearse.py -p no:cacheprovider $(PYTEST_ARGS)
 
 bench-serving: install-dev ## benchmark: mlops serve vs mlflow models serve (needs wrk), same model and machine
 	$(BIN)/python benchmarks/serving/bench.py --model-dir models --out benchmarks/serving/results.json
