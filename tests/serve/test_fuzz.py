@@ -169,6 +169,36 @@ def test_encoder_raises_only_data_errors(data):
     assert x.shape[1] == preprocessor(features).width and np.isfinite(x).all()
 
 
+def any_number(feature: dict):
+    if feature["kind"] == "categorical":
+        return st.sampled_from(feature["categories"])
+    return st.integers(-(2**70), 2**70) | st.floats(allow_nan=False, allow_infinity=False)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.data())
+def test_well_formed_requests_with_any_number_encode_finite_or_fail_clearly(data):
+    """Any JSON number in a well-formed request: a finite model input, or a DataError naming the input
+    (out of range, or beyond the model's float32)."""
+    features = data.draw(feature_specs())
+    rows = data.draw(
+        st.lists(st.fixed_dictionaries({f["name"]: any_number(f) for f in features}), min_size=1, max_size=5)
+    )
+    for f in features:  # an integer feature's tensor is INT64: only integers are well-formed there
+        if f["dtype"] == "INT64":
+            for r in rows:
+                r[f["name"]] = int(r[f["name"]]) if isinstance(r[f["name"]], float) else r[f["name"]]
+    pre = preprocessor(features)
+    try:
+        _, x = Encoder(features, pre).encode(
+            decode_all(json.dumps(infer_body(spec_of(features), rows)).encode())
+        )
+    except DataError as e:
+        assert str(e).startswith("input '"), e
+        return
+    assert np.isfinite(x).all()
+
+
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_encoder_matches_preprocessor_transform(data):
