@@ -14,6 +14,7 @@ import pytest
 
 from mlops import validate
 from mlops.config import load_params
+from mlops.labels import LABEL
 
 from .cases import Corruption, corruptions
 from .conftest import PROJECT_PARAMS
@@ -83,6 +84,6 @@ def test_split_labels_match_the_raw_table(splits, raw, project_params):
     rate = truth.mean()
     for name, part in splits.items():
         expected = truth.loc[part[schema.id]].to_numpy()
-        assert np.array_equal(part["label"].to_numpy(dtype=int), expected), name
+        assert np.array_equal(part[LABEL].to_numpy(dtype=int), expected), name
         slack = 5 * math.sqrt(rate * (1 - rate) / len(part)) + 0.01
-        assert abs(part["label"].mean() - rate) <= slack, (name, part["label"].mean(), rate)
+        assert abs(part[LABEL].mean() - rate) <= slack, (name, part[LABEL].mean(), rate)
