@@ -10,46 +10,14 @@ no location can be read. Correctness tests never depend on it.
 
 from __future__ import annotations
 
-import os
 import shutil
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from .serve_helpers import REPO, ModelSpec, split_rows, start_server
-
-SPEC_FILE = "open_inference_rest.yaml"
-OIP_SPEC_URL = (
-    "https://raw.githubusercontent.com/kserve/open-inference-protocol/main/specification/protocol/"
-    + SPEC_FILE
-)
-
-
-def oip_spec_locations() -> list[str]:
-    """Where the spec is looked for, in order: OIP_SPEC_LOCATION, else ../shared (if present), else the
-    canonical published file."""
-    if os.environ.get("OIP_SPEC_LOCATION"):
-        return [os.environ["OIP_SPEC_LOCATION"]]
-    shared = REPO.parent / "shared" / "specs" / "oip"
-    return [str(shared), OIP_SPEC_URL] if shared.is_dir() else [OIP_SPEC_URL]
-
-
-def read_oip_spec(location: str) -> str:
-    """The spec's text from a directory, a file or an http(s) URL (a URL to a directory gets the file
-    name appended). Raises OSError when it cannot be read."""
-    if location.startswith(("http://", "https://")):
-        url = (
-            location
-            if location.endswith((".yaml", ".yml", ".json"))
-            else location.rstrip("/") + "/" + SPEC_FILE
-        )
-        with urllib.request.urlopen(url, timeout=15) as resp:
-            return resp.read().decode()
-    path = Path(location)
-    return (path / SPEC_FILE if path.is_dir() else path).read_text()
+from .serve_helpers import ModelSpec, oip_spec_locations, read_oip_spec, split_rows, start_server
 
 
 @pytest.fixture(scope="session")

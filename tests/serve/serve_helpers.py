@@ -11,6 +11,7 @@ import struct
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,36 @@ import httpx
 import yaml
 
 from conftest import FIXTURE_PARAMS, REPO, free_port  # noqa: F401 - REPO and free_port re-exported
+
+SPEC_FILE = "open_inference_rest.yaml"
+OIP_SPEC_URL = (
+    "https://raw.githubusercontent.com/kserve/open-inference-protocol/main/specification/protocol/"
+    + SPEC_FILE
+)
+
+
+def oip_spec_locations() -> list[str]:
+    """Where the spec is looked for, in order: OIP_SPEC_LOCATION, else ../shared (if present), else the
+    canonical published file."""
+    if os.environ.get("OIP_SPEC_LOCATION"):
+        return [os.environ["OIP_SPEC_LOCATION"]]
+    shared = REPO.parent / "shared" / "specs" / "oip"
+    return [str(shared), OIP_SPEC_URL] if shared.is_dir() else [OIP_SPEC_URL]
+
+
+def read_oip_spec(location: str) -> str:
+    """The spec's text from a directory, a file or an http(s) URL (a URL to a directory gets the file
+    name appended). Raises OSError when it cannot be read."""
+    if location.startswith(("http://", "https://")):
+        url = (
+            location
+            if location.endswith((".yaml", ".yml", ".json"))
+            else location.rstrip("/") + "/" + SPEC_FILE
+        )
+        with urllib.request.urlopen(url, timeout=15) as resp:
+            return resp.read().decode()
+    path = Path(location)
+    return (path / SPEC_FILE if path.is_dir() else path).read_text()
 
 
 class ModelSpec:
