@@ -5,6 +5,11 @@ body limits and error mapping are written out here: a request costs its JSON par
 validation of each input against the model's feature spec, the preprocessing, its share of one batched
 forward pass and the JSON encoding of the answer.
 
+Interoperability: requests are accepted as the reference servers (Triton, KServe) accept them, so their
+client libraries work with default settings: no Content-Type, JSON with parameters, gzip/deflate bodies,
+and the binary tensor data extension in both directions (`mlops.serve.binary`). No request body yields
+a 5xx: every malformed one is a 4xx naming what is wrong.
+
 Lifecycle: the worker answers `/v2/health/live` at once; the model (sha256 verified by
 `mlops.model.load`) is loaded in a background thread, and only then do `/v2/health/ready`,
 `/v2/models/{name}/ready` and `infer` succeed (503 before). On SIGTERM uvicorn stops accepting
@@ -265,8 +270,8 @@ class App:
         if ctype.split(b";")[0].strip().lower() not in CONTENT_TYPES:
             raise HttpError(
                 415,
-                f"content-type must be application/json, application/octet-stream (binary tensor data "
-                f"extension) or absent, got {ctype.decode('latin-1')!r}",
+                "content-type must be application/json, application/octet-stream (binary tensor data "
+                f"extension), application/x-www-form-urlencoded (curl -d) or absent, got {ctype.decode('latin-1')!r}",
             )
         if encoding not in (b"", b"identity", b"gzip", b"deflate"):
             raise HttpError(
