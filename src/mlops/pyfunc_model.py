@@ -10,7 +10,10 @@ which verifies the weights' sha256 before building the network. For MLflow users
 returns one row per input row with the positive-class `probability` and the predicted `label`.
 
 This module is loaded by MLflow as a script (it calls `set_model` at the end); the package never
-imports it.
+imports it. It runs where this package is not installed: `mlops register` bundles every project module
+reachable from the imports below (lazy ones included) and pins the third-party packages they import, both
+derived by `mlops.bundle` from this file's import graph. Import project code with plain import
+statements (no `importlib` by name), so the walk sees it.
 """
 
 from __future__ import annotations

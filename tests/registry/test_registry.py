@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -11,10 +12,9 @@ import pytest
 from mlflow import MlflowClient
 
 from mlops import model as model_lib
-from mlops.evaluate import test_rows as evaluate_test_rows
-from mlops.featurize import LABEL
 
-from .conftest import copy_workspace, gate_args, register_args, set_gate
+from .conftest import copy_workspace, gate_args, register_args, set_gate, split_rows
+from .test_no_pickle import assert_nothing_unpickled, audit
 
 pytestmark = pytest.mark.slow
 
@@ -64,12 +64,19 @@ def test_registered_model_is_a_pickle_free_pyfunc(gated, server_uri, unique_name
     assert not [n for n in names if n.endswith((".pkl", ".pickle", ".cloudpickle"))], names
     assert "pyfunc_model.py" in (tmp_path / "dl" / "MLmodel").read_text()
 
-    rows = evaluate_test_rows(gated.raw, gated.processed / "test.parquet", "customer_id").head(20)
-    loaded = mlflow.pyfunc.load_model(local)
-    out = loaded.predict(rows.drop(columns=[LABEL, "customer_id"]))
-    expected = model_lib.load(gated.models).predict_proba(rows)
+    rows = split_rows(gated)  # test-split rows with model.json's feature columns
+    model = model_lib.load(gated.models)
+    expected = model.predict_proba(rows)
+    out = mlflow.pyfunc.load_model(local).predict(rows)
     np.testing.assert_allclose(out["probability"].to_numpy(), expected, rtol=1e-6)
-    assert set(out["label"]) <= {"Yes", "No"}
+    assert list(out["label"]) == list(model.predict_label(expected))
+    assert set(out["label"]) <= set(model.metadata["label"]["classes"])
+
+    # loading it in a fresh process unpickles nothing (MLflow would cloudpickle a PythonModel instance)
+    seen = audit("pyfunc", Path(local), rows, tmp_path)
+    assert "error" not in seen, seen["error"]
+    np.testing.assert_allclose(seen["probability"], expected, rtol=1e-6)
+    assert_nothing_unpickled(seen)
 
 
 def test_failed_gate_is_refused_unless_allowed(pipeline, server_uri, unique_name, tmp_path, capsys):
