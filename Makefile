@@ -10,7 +10,8 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help install install-dev system-packages run test lint ci-verify ci-test-e2e ci-test-docker ci-image ci-image-tag ci-image-pin ci-image-publish registry-login ci-train ci-retrain ci-report ci-release ingest validate featurize train evaluate gate register report bench-pipeline serve docker-build bench-serving clean chart-check docker-build-fetch rehearse
+PHONY_INTERNAL := pipeline-ci release-ci promote-ci
+.PHONY: $(PHONY_INTERNAL) ci-promote help install install-dev system-packages run test lint ci-verify ci-test-e2e ci-test-docker ci-image ci-image-tag ci-image-pin ci-image-publish registry-login ci-train ci-retrain ci-report ci-release ingest validate featurize train evaluate gate register report bench-pipeline serve docker-build bench-serving clean chart-check docker-build-fetch rehearse
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -160,7 +161,20 @@ ci-image-publish: ## CI job ci-image: build and push the CI image unless IMAGE_R
 		echo "ci-image-publish: $$IMAGE_REGISTRY/$(CI_IMAGE) exists"; \
 	else $(CI_IMAGE_BUILD) -t "$$IMAGE_REGISTRY/$(CI_IMAGE)" . && docker push "$$IMAGE_REGISTRY/$(CI_IMAGE)"; fi
 
+# A pipeline whose change touches nothing but deploy/envs/** (a promotion, a rollback, an env setting)
+# trains, registers and promotes nothing: Argo CD deploys it from git, and ci-verify still renders and
+# validates the chart for every env. The change is HEAD against MLOPS_DIFF_BASE (the merge request's
+# base; default HEAD^, the previous commit of the branch).
+define deploy_only
+changed="$$(git diff --name-only "$${MLOPS_DIFF_BASE:-HEAD^}" HEAD 2>/dev/null)"; \
+	[ -n "$$changed" ] && ! printf '%s\n' "$$changed" | grep -qv '^deploy/envs/'
+endef
+
 ci-train: install ## CI job train: restore the run-cache, reproduce the pipeline (gate included), push
+	@if $(deploy_only); then echo "ci-train: only deploy/envs/ changed: nothing to train"; \
+	else $(MAKE) --no-print-directory pipeline-ci; fi
+
+pipeline-ci:
 	$(use_ci_remote)
 	@dvc pull --run-cache --allow-missing || echo "ci: nothing restored from the DVC remote: stages will run"
 	dvc repro
@@ -176,7 +190,11 @@ ci-retrain: install ## CI job retrain (schedule): re-ingest the source, rerun wh
 ci-report: install ## CI job report: write the review report, post or update the merge-request comment
 	mlops report --post
 
-ci-release: install ## CI job release: register the gated model in MLflow, build (and push) the serving image
+ci-release: install ## CI job release: register the gated model in MLflow, build (and push) the images
+	@if $(deploy_only); then echo "ci-release: only deploy/envs/ changed: nothing to release"; \
+	else $(MAKE) --no-print-directory release-ci; fi
+
+release-ci:
 	@if [ "$$CI" = "true" ] && [ -z "$$MLFLOW_TRACKING_URI" ]; then \
 		echo "ci-release: error: MLFLOW_TRACKING_URI is not set: in CI the model must be registered in the team's MLflow server, not a throwaway local store (set the CI secret)" >&2; \
 		exit 2; fi
@@ -193,3 +211,14 @@ ci-release: install ## CI job release: register the gated model in MLflow, build
 		{ docker manifest inspect "$$IMAGE_REGISTRY/$(CI_IMAGE)" >/dev/null 2>&1 || \
 		  { $(CI_IMAGE_BUILD) -t "$$IMAGE_REGISTRY/$(CI_IMAGE)" . && docker push "$$IMAGE_REGISTRY/$(CI_IMAGE)"; }; }; \
 	fi
+
+ci-promote: install ## CI job promote (main): promote the candidate to staging (commit) and open the production merge request
+	@if $(deploy_only); then echo "ci-promote: only deploy/envs/ changed: nothing to promote"; \
+	else $(MAKE) --no-print-directory promote-ci; fi
+
+promote-ci:
+	@if [ -z "$$MLFLOW_TRACKING_URI" ]; then \
+		echo "ci-promote: error: MLFLOW_TRACKING_URI is not set: promotion reads the registry" >&2; exit 2; fi
+	@if [ -n "$$PROMOTE_PUSH_URL" ]; then git remote set-url --push origin "$$PROMOTE_PUSH_URL"; fi
+	mlops promote --env staging --version candidate --push
+	mlops promote --env production --version candidate

@@ -169,7 +169,7 @@ def test_the_three_ci_files_call_the_same_make_targets_per_trigger(tmp_path):
     tests = {"ci-verify", "ci-test-e2e", "ci-test-docker"}
     assert github == {
         "merge_request": {"ci-image-publish", *tests, "ci-train", "ci-report"},
-        "main": {"ci-image-publish", *tests, "ci-train", "ci-release"},
+        "main": {"ci-image-publish", *tests, "ci-train", "ci-release", "ci-promote"},
         "schedule": {"ci-image-publish", "ci-retrain", "ci-release"},
     }
 
@@ -185,6 +185,7 @@ def test_every_ci_target_exists_and_is_documented():
         "ci-retrain",
         "ci-report",
         "ci-release",
+        "ci-promote",
     ):
         assert re.search(rf"^\s+{target}\s+\S", listed, re.M), f"make help does not document {target}"
         dry = subprocess.run(["make", "-n", target], cwd=REPO, capture_output=True, text=True)
@@ -216,7 +217,8 @@ def test_github_jobs_are_least_privilege_with_timeouts():
         assert "concurrency" in doc
         for name, job in doc["jobs"].items():
             assert "timeout-minutes" in job and "permissions" in job, f"{path.name}:{name}"
-            assert job["permissions"].get("contents") == "read"
+            # only promote writes: it pushes the staging record and opens the production pull request
+            assert job["permissions"].get("contents") == ("write" if name == "promote" else "read")
 
 
 def test_actionlint_and_schemas_accept_the_workflows():
@@ -304,6 +306,7 @@ def test_jenkinsfile_declarative_shape():
         "retrain",
         "report",
         "release",
+        "promote",
     ]
     assert all("make ci-" in steps for _, steps in stages.values())
     assert "withOptionalCredentials" in stages["train"][1] and "lock(" in stages["release"][1]
@@ -349,7 +352,13 @@ def test_ci_release_refuses_to_register_without_a_tracking_server(tmp_path):
     """In CI, `make ci-release` without MLFLOW_TRACKING_URI stops (exit 2) before registering anything
     into a throwaway local store."""
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env.update(CI="true", VENV=str(REPO / ".venv"), HOME=str(tmp_path))
+    # MLOPS_DIFF_BASE = git's empty tree: the change is the whole repository, never "deploy/envs only"
+    env.update(
+        CI="true",
+        VENV=str(REPO / ".venv"),
+        HOME=str(tmp_path),
+        MLOPS_DIFF_BASE="4b825dc642cb6eb9a060e54bf8d69288fbee4904",
+    )
     before = set(REPO.iterdir())
     proc = subprocess.run(
         ["make", "--no-print-directory", "ci-release"], cwd=REPO, env=env, capture_output=True, text=True
@@ -440,3 +449,32 @@ def test_the_ci_test_jobs_together_run_the_whole_suite(tmp_path):
     assert sum(len(p) for p in parts) == len(marks), "a test is selected by two CI jobs"
     assert set().union(*parts) == set(marks), "tests no CI job runs"
     assert parts[2], "no test is marked docker"
+
+
+@pytest.mark.parametrize(
+    ("changed", "skipped"),
+    [
+        (["deploy/envs/staging/values.yaml"], True),
+        (["deploy/envs/staging/values.yaml", "params.yaml"], False),
+    ],
+)
+def test_a_change_only_under_deploy_envs_trains_releases_and_promotes_nothing(tmp_path, changed, skipped):
+    """A promotion or rollback commit (only deploy/envs/**) must not retrain, re-register or re-promote
+    (that would loop: promote commits to main); any other change runs the jobs."""
+    repo = copy_repository(tmp_path / "repo")
+    for name in changed:
+        path = repo / name
+        path.write_text(path.read_text() + "\n# changed\n")
+    subprocess.run(["git", "commit", "-qam", "change"], cwd=repo, check=True)
+    env = dict(os.environ, VENV=str(REPO / ".venv"), MLFLOW_TRACKING_URI="sqlite:///unused.db")
+    env.pop("MLOPS_DIFF_BASE", None)
+    for target, work in (
+        ("ci-train", "dvc repro"),
+        ("ci-release", "mlops register"),
+        ("ci-promote", "mlops promote"),
+    ):
+        proc = subprocess.run(["make", "-n", target], cwd=repo, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        said = re.search(rf"^{target}: only deploy/envs/ changed", proc.stdout, re.M)  # the echo, run
+        assert bool(said) is skipped, proc.stdout
+        assert (work in proc.stdout) is not skipped, proc.stdout
