@@ -12,7 +12,7 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE} AS build
 ARG WHEELS=index
 ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
-ARG SERVE_REQUIREMENTS="torch numpy safetensors pydantic pyyaml msgspec uvicorn httptools uvloop prometheus-client fsspec"
+ARG SERVE_REQUIREMENTS="torch numpy safetensors pydantic pyyaml ruamel.yaml msgspec uvicorn httptools uvloop prometheus-client fsspec"
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /build
 # `wheelhouse*` may match nothing; pyproject.toml keeps the COPY valid either way
