@@ -3,17 +3,10 @@
 The environment's Application is computed from the ApplicationSet and its chart rendered
 (`mlops.deploy.render`), exactly as Argo CD would; extra Helm parameters may be set like `argocd app set
 -p`. From the Deployment's (or Rollout's) pod template, each init container runs to completion, then the
-server container starts, each translated to `docker run` as rendered: command -> entrypoint, args, env
-(values, Secret and ConfigMap references, envFrom), user and group (runAsUser/runAsGroup, fsGroup as a
-supplementary group; runAsNonRoot enforced), read-only root filesystem, dropped capabilities,
-no-new-privileges, working directory, and volumes (emptyDir -> a host directory shared by the pod's
-containers as in a pod, ConfigMap/Secret -> files). Resources are not applied (Docker's limits are not
-the scheduler's requests). No registry is pulled from: `images` tags local images under the rendered
-references.
-
-Containers share the host's network (no Docker bridge); the one change made to what was rendered is that
-a wildcard bind address (`0.0.0.0`) in a command line becomes `127.0.0.1`, so the rehearsal never listens
-on the machine's other interfaces (in the cluster the pod's own network namespace isolates it).
+server container starts, each as `docker run` translated from the rendering by `mlops.deploy.pod`
+(command, args, env, user, read-only root, capabilities, volumes; no resources; host network, a wildcard
+bind address made 127.0.0.1). No registry is pulled from: `images` tags local images under the rendered
+references; the Secrets the pod reads are given as `secrets`.
 
 Then: the readiness probe's path answers 200, the startup and liveness paths too, an inference request
 built from the fetched model's feature spec (model.json) succeeds, and the version the server reports is
