@@ -135,7 +135,7 @@ def invalid_cases(spec: ModelSpec, row: dict) -> list[tuple[str, dict, str, str]
             )
         )
         if not f["nullable"]:
-            cases.append(("null category", mutate(f["name"], data=[None]), f["name"], "category"))
+            cases.append(("null category", mutate(f["name"], data=[None]), f["name"], "null not allowed"))
         cases.append(
             ("category as number", mutate(f["name"], datatype="INT64", data=[1]), f["name"], "datatype")
         )

@@ -74,14 +74,21 @@ def feature_specs(draw) -> list[dict]:
     features = []
     for name in names:
         if draw(st.booleans()):
-            categories = draw(st.lists(st.text(max_size=5), min_size=1, max_size=4, unique=True))
+            categories = draw(
+                st.lists(
+                    st.text(max_size=5).filter(lambda c: c != "<missing>"),
+                    min_size=1,
+                    max_size=4,
+                    unique=True,
+                )
+            )
             features.append(
                 {
                     "name": name,
                     "kind": "categorical",
                     "dtype": "BYTES",
                     "categories": categories,
-                    "nullable": False,
+                    "nullable": draw(st.booleans()),
                 }
             )
         else:
@@ -105,12 +112,14 @@ def preprocessor(features: list[dict]) -> Preprocessor:
     return Preprocessor(
         numeric={f["name"]: NumericState(1.0, 2.0, 3.0) for f in features if f["kind"] == "numeric"},
         categorical={f["name"]: f["categories"] for f in features if f["kind"] == "categorical"},
+        nullable=frozenset(f["name"] for f in features if f["kind"] == "categorical" and f["nullable"]),
     )
 
 
 def valid_value(feature: dict):
     if feature["kind"] == "categorical":
-        return st.sampled_from(feature["categories"])
+        value = st.sampled_from(feature["categories"])
+        return st.none() | value if feature["nullable"] else value
     lo = -1000 if feature["min"] is None else feature["min"]
     hi = 1000 if feature["max"] is None else feature["max"]
     value = st.integers(lo, hi) if feature["dtype"] == "INT64" else st.floats(lo, hi)
@@ -217,8 +226,8 @@ def test_encoder_matches_preprocessor_transform(data):
     )
     columns, x = Encoder(features, pre).encode(decode_all(json.dumps(body).encode()))
     np.testing.assert_array_equal(x, expected)
-    if any(r[f["name"]] is None for r in rows for f in features if f["dtype"] == "INT64"):
-        return  # binary integers have no missing value (binary FP tensors: NaN)
+    if any(r[f["name"]] is None for r in rows for f in features if f["dtype"] != "FP64"):
+        return  # binary integers and BYTES have no missing value (binary FP tensors: NaN)
     content, headers = binary_request(body)
     _, xb = Encoder(features, pre).encode(
         decode_all(content, headers["Inference-Header-Content-Length"].encode())

@@ -34,11 +34,13 @@ class Encoder:
         self.median = np.array([s.median for s in state], dtype=np.float64)[:, None]
         self.lo = np.array([self.specs[n].lo for n in self.numeric], dtype=np.float64)[:, None]
         self.hi = np.array([self.specs[n].hi for n in self.numeric], dtype=np.float64)[:, None]
-        self.categorical: list[tuple[str, dict[str, int]]] = []
+        # category -> one-hot column; a nullable column's null (None) has its own `<missing>` slot
+        self.categorical: list[tuple[str, dict[str | None, int]]] = []
         column = len(self.numeric)
-        for name, cats in preprocessor.categorical.items():
-            self.categorical.append((name, {c: column + i for i, c in enumerate(cats)}))
-            column += len(cats)
+        for name in preprocessor.categorical:
+            slots = preprocessor.slots(name)
+            self.categorical.append((name, {c: column + i for c, i in slots.items()}))
+            column += preprocessor.block_width(name)
         self.width = preprocessor.width
 
     def columns(self, request: InferenceRequest) -> tuple[dict[str, list[Any]], int]:
@@ -104,10 +106,13 @@ class Encoder:
                 try:
                     codes.append([index[v] for v in columns[name]])
                 except (KeyError, TypeError):
-                    bad_value = next(v for v in columns[name] if type(v) is not str or v not in index)
+                    bad = next(v for v in columns[name] if not ((v is None or type(v) is str) and v in index))
+                    if bad is None:
+                        raise DataError(
+                            f"input '{name}': null not allowed (feature is not nullable)"
+                        ) from None
                     raise DataError(
-                        f"input '{name}': unknown category {bad_value!r} "
-                        f"(allowed: {self.specs[name].categories})"
+                        f"input '{name}': unknown category {bad!r} (allowed: {self.specs[name].categories})"
                     ) from None
             x[np.broadcast_to(np.arange(n), (len(codes), n)), np.array(codes)] = 1.0
         return columns, x
