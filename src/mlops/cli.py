@@ -173,7 +173,7 @@ def cmd_report(args: argparse.Namespace, params: Params) -> None:
 def cmd_fetch_model(args: argparse.Namespace, params: Params | None) -> None:
     from mlops import registry
 
-    result = registry.fetch_model(args.name, args.version, args.dest)
+    result = registry.fetch_model(args.name, args.version, args.dest, expected_sha256=args.sha256)
     if args.json:
         print(json.dumps(result, sort_keys=True))
 
@@ -354,6 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", required=True, help="registered model name")
     p.add_argument("--version", required=True, help="version number or alias")
     p.add_argument("--dest", type=Path, required=True, help="target directory (created if missing)")
+    p.add_argument(
+        "--sha256",
+        default=None,
+        help="expected weights sha256 (the promotion record's); exit 6 if the registry's differs",
+    )
     p.add_argument("--json", action="store_true", help="print {name, version, sha256, dest} on stdout")
 
     p = add(

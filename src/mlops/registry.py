@@ -265,7 +265,7 @@ def _resolve(c: Any, name: str, version: str) -> Any:
         ) from e
 
 
-def fetch_model(name: str, version: str, dest: Path) -> dict[str, Any]:
+def fetch_model(name: str, version: str, dest: Path, expected_sha256: str | None = None) -> dict[str, Any]:
     """Download a registered version's model files into `dest`, verified against its `weights_sha256` tag.
 
     The files are downloaded and verified in a temp dir inside `dest`, then renamed into place, weights
@@ -276,6 +276,8 @@ def fetch_model(name: str, version: str, dest: Path) -> dict[str, Any]:
         name: registered model name.
         version: version number or alias (e.g. `production`).
         dest: target directory.
+        expected_sha256: the weights' sha256 the caller was promised (the env's promotion record): the
+            registry's tag must equal it, so a record and a re-tagged or replaced version never disagree.
 
     Returns:
         {name, version, sha256, dest}; also written to `dest/registry.json`.
@@ -289,6 +291,11 @@ def fetch_model(name: str, version: str, dest: Path) -> dict[str, Any]:
     expected = (mv.tags or {}).get("weights_sha256")
     if not expected:
         raise ChecksumMismatch(f"model {name!r} version {mv.version}: no weights_sha256 tag; cannot verify")
+    if expected_sha256 and expected_sha256 != expected:
+        raise ChecksumMismatch(
+            f"model {name!r} version {mv.version}: registry weights_sha256 {expected} differs from the "
+            f"expected {expected_sha256} (--sha256, the promotion record's)"
+        )
     import mlflow
 
     dest.mkdir(parents=True, exist_ok=True)

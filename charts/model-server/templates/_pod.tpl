@@ -64,6 +64,8 @@ spec:
         - {{ $version | quote }}
         - --dest
         - /models
+        - --sha256
+        - {{ required "sha256: the promotion record's weights sha256" .Values.sha256 | quote }}
         - --json
       {{- /* registry URI and credentials only from the Secret, never inline */}}
       envFrom:
