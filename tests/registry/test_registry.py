@@ -210,6 +210,19 @@ def test_fetch_checksum_mismatch_exits_6_and_leaves_dest_alone(registered, serve
     assert (dest / "model.json").read_text() == "previous"
 
 
+def test_fetch_refuses_a_version_whose_sha256_is_not_the_records(gated, registered, tmp_path, capsys):
+    """The init container passes the promotion record's sha256: a registry version that disagrees (re-
+    tagged, replaced) is refused with exit 6 and nothing placed; the matching one is fetched."""
+    from mlops import cli
+
+    dest = tmp_path / "dest"
+    args = ["fetch-model", "--name", registered, "--version", "1", "--dest", str(dest), "--sha256"]
+    assert cli.main([*args, "0" * 64]) == 6
+    assert "differs from the expected" in capsys.readouterr().err
+    assert not dest.exists() or not any(p.name.startswith("model") for p in dest.iterdir())
+    assert cli.main([*args, sha_of(gated)]) == 0
+
+
 def test_unreachable_registry_exits_5_without_credentials(tmp_path, monkeypatch, capsys):
     from mlops import cli
 
