@@ -203,11 +203,14 @@ release-ci:
 		echo "ci-release: no Docker engine on this runner: serving image not built"; \
 	elif [ -z "$$IMAGE_REGISTRY" ]; then \
 		$(SERVE_BUILD) -t mlops-serve:$$(git rev-parse --short HEAD) . && \
-		echo "ci-release: IMAGE_REGISTRY is not set: image built, not pushed"; \
+		$(SERVE_BUILD) -f Dockerfile.fetch -t mlops-fetch:$$(git rev-parse --short HEAD) . && \
+		echo "ci-release: IMAGE_REGISTRY is not set: images built, not pushed"; \
 	else \
 		$(subst @,,$(registry_login)) && \
 		$(SERVE_BUILD) -t $$IMAGE_REGISTRY/mlops-serve:$$(git rev-parse --short HEAD) . && \
 		docker push $$IMAGE_REGISTRY/mlops-serve:$$(git rev-parse --short HEAD) && \
+		$(SERVE_BUILD) -f Dockerfile.fetch -t $$IMAGE_REGISTRY/mlops-fetch:$$(git rev-parse --short HEAD) . && \
+		docker push $$IMAGE_REGISTRY/mlops-fetch:$$(git rev-parse --short HEAD) && \
 		{ docker manifest inspect "$$IMAGE_REGISTRY/$(CI_IMAGE)" >/dev/null 2>&1 || \
 		  { $(CI_IMAGE_BUILD) -t "$$IMAGE_REGISTRY/$(CI_IMAGE)" . && docker push "$$IMAGE_REGISTRY/$(CI_IMAGE)"; }; }; \
 	fi
