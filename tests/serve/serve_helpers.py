@@ -122,6 +122,8 @@ def pack(datatype: str, values: list[Any]) -> bytes:
     independently of the server's decoder): little-endian numbers (None -> NaN), BYTES as a 4-byte
     little-endian length + UTF-8 per element."""
     if datatype == "BYTES":
+        if None in values:
+            raise TypeError("a binary BYTES tensor has no null")
         parts = [v if isinstance(v, bytes) else str(v).encode() for v in values]
         return b"".join(struct.pack("<I", len(p)) + p for p in parts)
     code = {"INT64": "q", "INT32": "i", "FP64": "d", "FP32": "f", "UINT8": "B", "BOOL": "?"}[datatype]
