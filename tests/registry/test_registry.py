@@ -81,7 +81,8 @@ def test_registered_model_is_a_pickle_free_pyfunc(gated, server_uri, unique_name
 
 def test_failed_gate_is_refused_unless_allowed(pipeline, server_uri, unique_name, tmp_path, capsys):
     ws = copy_workspace(pipeline, tmp_path / "ws")
-    set_gate(ws, **{"metrics.min": {"roc_auc": 0.99}})
+    auc = json.loads(ws.metrics.read_text())["test"]["roc_auc"]  # thresholds either side of the model's
+    set_gate(ws, **{"metrics.min": {"roc_auc": min(1.0, auc + 0.05)}})
     assert ws.mlops(*gate_args(ws)) == 4
     capsys.readouterr()
     assert ws.mlops(*register_args(ws, unique_name)) == 6
@@ -93,7 +94,7 @@ def test_failed_gate_is_refused_unless_allowed(pipeline, server_uri, unique_name
     assert client.get_model_version(unique_name, "1").tags["gate"] == "failed"
 
     # the same weights pass a later gate: no new version, the tag follows the newest verdict
-    set_gate(ws, **{"metrics.min": {"roc_auc": 0.8}})
+    set_gate(ws, **{"metrics.min": {"roc_auc": auc - 0.05}})
     assert ws.mlops(*gate_args(ws)) == 0
     assert ws.mlops(*register_args(ws, unique_name)) == 0
     assert client.get_model_version(unique_name, "1").tags["gate"] == "passed"
@@ -173,6 +174,13 @@ def test_fetch_model_places_verified_files(gated, registered, tmp_path, capsys):
     out = json.loads(capsys.readouterr().out)
     assert out["sha256"] == sha_of(gated) and out["version"] == "1"
     assert sorted(p.name for p in dest.iterdir()) == ["model.json", "model.safetensors", "registry.json"]
+    # readable by the serving container's user, whoever the init container ran as (0644 under umask 022)
+    from mlops import files
+
+    expected_mode = 0o666 & ~files.current_umask()
+    assert {p.name: p.stat().st_mode & 0o777 for p in dest.iterdir()} == {
+        p.name: expected_mode for p in dest.iterdir()
+    }
     assert model_lib.load(dest).metadata["weights"]["sha256"] == sha_of(gated)
     # by alias, into the same (now populated) directory
     assert cli.main(["fetch-model", "--name", registered, "--version", "candidate", "--dest", str(dest)]) == 0
