@@ -103,7 +103,11 @@ def consumer_env(requirements):
         out = subprocess.run(
             [*pip, "-q", "-r", str(root / "requirements.txt")], capture_output=True, text=True, timeout=1500
         )
-        assert out.returncode == 0, f"pip install of the model's requirements failed:\n{out.stderr[-3000:]}"
+        assert out.returncode == 0, (
+            "pip install of the model's requirements failed (they must be installable here, as for any "
+            "MLflow user: a package index, or PIP_FIND_LINKS with their wheels where pip runs offline):\n"
+            + out.stderr[-3000:]
+        )
         stamp.write_text(requirements)
     yield root / "bin"
     if not keep:
