@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -355,7 +356,7 @@ def test_ci_release_refuses_to_register_without_a_tracking_server(tmp_path):
     # MLOPS_DIFF_BASE = git's empty tree: the change is the whole repository, never "deploy/envs only"
     env.update(
         CI="true",
-        VENV=str(REPO / ".venv"),
+        VENV=str(Path(sys.executable).parent.parent),
         HOME=str(tmp_path),
         MLOPS_DIFF_BASE="4b825dc642cb6eb9a060e54bf8d69288fbee4904",  # pragma: allowlist secret
     )
@@ -466,7 +467,9 @@ def test_a_change_only_under_deploy_envs_trains_releases_and_promotes_nothing(tm
         path = repo / name
         path.write_text(path.read_text() + "\n# changed\n")
     subprocess.run(["git", "commit", "-qam", "change"], cwd=repo, check=True)
-    env = dict(os.environ, VENV=str(REPO / ".venv"), MLFLOW_TRACKING_URI="sqlite:///unused.db")
+    env = dict(
+        os.environ, VENV=str(Path(sys.executable).parent.parent), MLFLOW_TRACKING_URI="sqlite:///unused.db"
+    )
     env.pop("MLOPS_DIFF_BASE", None)
     for target, work in (
         ("ci-train", "dvc repro"),
