@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 PHONY_INTERNAL := pipeline-ci release-ci promote-ci
-.PHONY: $(PHONY_INTERNAL) ci-promote help install install-dev system-packages run test lint ci-verify ci-test-e2e ci-test-docker ci-image ci-image-tag ci-image-pin ci-image-publish registry-login ci-train ci-retrain ci-report ci-release ingest validate featurize train evaluate gate register report bench-pipeline serve docker-build bench-serving clean chart-check docker-build-fetch rehearse
+.PHONY: $(PHONY_INTERNAL) ci-promote help install install-dev system-packages run test lint ci-verify ci-test-e2e ci-test-docker ci-image ci-image-tag ci-image-pin ci-image-publish registry-login ci-train ci-retrain ci-report ci-release ingest validate featurize train evaluate gate register report bench-pipeline serve docker-build bench-serving clean chart-check docker-build-fetch oip-clients rehearse
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -90,6 +90,9 @@ docker-build: ## build the serving image (IMAGE, BASE_IMAGE and WHEELS=index|whe
 docker-build-fetch: ## build the fetch-model init container image (Dockerfile.fetch; FETCH_IMAGE, BASE_IMAGE, WHEELS)
 	docker build --network host -f Dockerfile.fetch --build-arg BASE_IMAGE=$(or $(BASE_IMAGE),python:3.11-slim-bookworm) \
 		--build-arg WHEELS=$(or $(WHEELS),index) -t $(or $(FETCH_IMAGE),mlops-fetch:dev) .
+
+oip-clients: install-dev ## build the KServe SDK's OIP client virtualenv the serving tests use (cached; ~3 min once)
+	$(BIN)/python tests/serve/oip_clients/toolenv.py
 
 chart-check: install-dev ## render the chart for every env, ci/ scenario and Argo CD Application; validate strictly
 	$(BIN)/pytest tests/deploy/test_chart.py tests/deploy/test_argocd.py $(PYTEST_ARGS)
