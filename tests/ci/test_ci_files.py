@@ -63,7 +63,9 @@ GITLAB_SHAPES = {
 
 def gitlab_jobs(trigger: str, cwd) -> list[str]:
     """Jobs gitlab-ci-local would run for a pipeline of this shape (it evaluates workflow and job rules)."""
-    env = dict(os.environ, GCL_IGNORE_PREDEFINED_VARS="CI_PIPELINE_SOURCE,CI_COMMIT_BRANCH")
+    # GCL_* variables are gitlab-ci-local options: drop an outer run's (this test inside a local pipeline job)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GCL_")}
+    env["GCL_IGNORE_PREDEFINED_VARS"] = "CI_PIPELINE_SOURCE,CI_COMMIT_BRANCH"
     proc = subprocess.run(
         [tool("gitlab-ci-local"), "--list-csv", *GITLAB_SHAPES[trigger]],
         cwd=cwd,

@@ -175,7 +175,8 @@ def gitlab_in_image(
         *_mounts(),
         *jobs,
     ]
-    run_env = dict(env, GCL_IGNORE_PREDEFINED_VARS="CI_PIPELINE_SOURCE,CI_COMMIT_BRANCH,CI_REGISTRY_IMAGE")
+    run_env = {k: v for k, v in env.items() if not k.startswith("GCL_")}  # an outer run's options
+    run_env["GCL_IGNORE_PREDEFINED_VARS"] = "CI_PIPELINE_SOURCE,CI_COMMIT_BRANCH,CI_REGISTRY_IMAGE"
     for var in ("MLFLOW_TRACKING_URI", "VENV", "VIRTUAL_ENV"):
         run_env.pop(var, None)
     proc = subprocess.run(args, cwd=repo, env=run_env, capture_output=True, text=True, timeout=timeout)

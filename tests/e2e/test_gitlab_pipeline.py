@@ -49,7 +49,9 @@ def gitlab(
     args = [tool("gitlab-ci-local"), "--force-shell-executor", "--shell-isolation", *SHAPES[shape]]
     for key, value in {"VENV": str(VENV), **variables}.items():
         args += ["--variable", f"{key}={value}"]
-    env = dict(os.environ, GCL_IGNORE_PREDEFINED_VARS="CI_PIPELINE_SOURCE,CI_COMMIT_BRANCH")
+    # GCL_* variables are gitlab-ci-local options: drop an outer run's (this test inside a local pipeline job)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GCL_")}
+    env["GCL_IGNORE_PREDEFINED_VARS"] = "CI_PIPELINE_SOURCE,CI_COMMIT_BRANCH"
     env.pop("MLFLOW_TRACKING_URI", None)  # jobs get theirs from the CI variables only
     proc = subprocess.run([*args, *jobs], cwd=repo, env=env, capture_output=True, text=True, timeout=1500)
     log = proc.stdout + proc.stderr
