@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 PHONY_INTERNAL := pipeline-ci release-ci promote-ci
-.PHONY: $(PHONY_INTERNAL) ci-promote help install install-dev system-packages run test lint ci-verify ci-test-e2e ci-test-docker ci-image ci-image-tag ci-image-pin ci-image-publish registry-login ci-train ci-retrain ci-report ci-release ingest validate featurize train evaluate gate register report bench-pipeline serve docker-build bench-serving clean chart-check docker-build-fetch oip-clients rehearse
+.PHONY: $(PHONY_INTERNAL) ci-promote help install install-dev system-packages run test lint ci-verify ci-test-e2e ci-test-docker ci-image ci-image-tag ci-image-pin ci-image-publish registry-login ci-train ci-retrain ci-report ci-release fingerprint ingest validate featurize train evaluate gate register report bench-pipeline serve docker-build bench-serving clean chart-check docker-build-fetch oip-clients rehearse
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -54,7 +54,7 @@ run: install ## run the whole pipeline on the embedded defaults (dvc repro)
 	dvc repro
 	@echo "metrics: reports/metrics.json   model: models/   MLflow store: mlflow.db"
 
-ingest validate featurize train evaluate gate: install ## run one stage and its upstream stages (dvc repro <stage>)
+fingerprint ingest validate featurize train evaluate gate: install ## run one stage and its upstream stages (dvc repro <stage>)
 	dvc repro $@
 
 register: install ## register models/ in the MLflow registry, alias candidate (refuses a failed gate: exit 6)
@@ -184,10 +184,9 @@ pipeline-ci:
 	dvc repro
 	$(push_if_remote)
 
-ci-retrain: install ## CI job retrain (schedule): re-ingest the source, rerun what changed, push
+ci-retrain: install ## CI job retrain (schedule): re-fingerprint the source, rerun what changed (gate included), push
 	$(use_ci_remote)
 	@dvc pull --run-cache --allow-missing || echo "ci: nothing restored from the DVC remote: stages will run"
-	dvc repro --force --single-item ingest
 	dvc repro
 	$(push_if_remote)
 

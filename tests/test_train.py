@@ -31,12 +31,30 @@ def test_model_files_and_metadata_contract(pipeline, params):
     assert len(meta["params_hash"]) == 64 and meta["decision_threshold"] == params.train.decision_threshold
 
 
-def test_no_pickle_among_model_outputs(pipeline):
-    for path in pipeline.models.iterdir():
-        head = path.read_bytes()[:2]
-        assert head != b"\x80\x04" and head != b"\x80\x02" and path.suffix not in (".pkl", ".pt", ".pth")
+def test_weights_are_safetensors_with_the_format_tag(pipeline):
+    """The weights parse as safetensors (no code) and carry the format tag model.load checks. That nothing
+    on the serving path unpickles is tested by tests/registry/test_no_pickle.py (an audit and a planted,
+    live pickle payload)."""
+    assert sorted(p.name for p in pipeline.models.iterdir()) == ["model.json", "model.safetensors"]
     with safe_open(str(pipeline.models / "model.safetensors"), framework="pt") as f:  # parses, no code
         assert f.metadata() == {"format": model_lib.FORMAT}
+
+
+def test_weights_that_are_not_safetensors_are_a_clear_model_error(pipeline, tmp_path):
+    import hashlib
+    import json
+    import shutil
+
+    from mlops.errors import ModelNotReady
+
+    broken = tmp_path / "models"
+    shutil.copytree(pipeline.models, broken)
+    (broken / "model.safetensors").write_bytes(b"not safetensors at all")
+    meta = json.loads((broken / "model.json").read_text())
+    meta["weights"]["sha256"] = hashlib.sha256(b"not safetensors at all").hexdigest()
+    (broken / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelNotReady, match="not a valid safetensors file"):
+        model_lib.load(broken)
 
 
 @pytest.mark.slow

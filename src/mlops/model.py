@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -121,6 +122,8 @@ def load(model_dir: str | Path) -> LoadedModel:
     net = build(meta["architecture"])
     try:
         net.load_state_dict(load_file(str(weights)), strict=True)
+    except SafetensorError as e:
+        raise ModelNotReady(f"{weights}: not a valid safetensors file ({e})") from e
     except (RuntimeError, OSError) as e:
         raise ModelNotReady(f"{weights}: weights do not fit the architecture in model.json ({e})") from e
     net.eval()
