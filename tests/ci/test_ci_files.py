@@ -376,7 +376,11 @@ def test_every_job_runs_in_the_pinned_ci_image():
     """The CI image tag pinned in the three files is the hash of what the image is built from, and every
     job runs in it, except those that need the runner's own Docker engine (ci-image, release)."""
     tag = subprocess.run(
-        ["make", "-s", "ci-image-tag"], cwd=REPO, capture_output=True, text=True, check=True
+        ["make", "-s", "--no-print-directory", "ci-image-tag"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     assert re.fullmatch(r"mlops-ci:[0-9a-f]{12}", tag)
     gitlab = yaml.safe_load((REPO / ".gitlab-ci.yml").read_text())

@@ -198,7 +198,11 @@ def new_repo(root: Path, edit_params=None) -> Path:
 
 def test_the_ci_image_is_the_one_the_ci_file_declares():
     tag = subprocess.run(
-        ["make", "-s", "ci-image-tag"], cwd=REPO, capture_output=True, text=True, check=True
+        ["make", "-s", "--no-print-directory", "ci-image-tag"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     assert _declared_image() == f"{REGISTRY}/{tag}"
 
