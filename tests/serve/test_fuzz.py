@@ -133,14 +133,8 @@ def spec_of(features: list[dict]) -> ModelSpec:
 
 
 def decode_all(body: bytes, header_length: bytes | None = None) -> protocol.InferenceRequest:
-    """What the server does with a body before encoding: split (binary extension), decode, attach."""
-    if header_length is None:
-        request = protocol.decode(body)
-        binary.attach(request, None)
-    else:
-        header, raw = binary.split(body, header_length)
-        request = protocol.decode(header)
-        binary.attach(request, raw)
+    """What the server does with a body before encoding: decode (binary extension too), read the outputs."""
+    request = binary.decode(body, header_length)
     binary.outputs(request)
     return request
 

@@ -294,13 +294,7 @@ class App:
     async def _infer(self, scope, receive) -> tuple[bytes, int | None]:
         body, header_length = await self._read_body(scope, receive)
         self._require_ready()
-        if header_length is None:
-            request = protocol.decode(body)
-            binary.attach(request, None)
-        else:
-            header, raw = binary.split(body, header_length)
-            request = protocol.decode(header)
-            binary.attach(request, raw)
+        request = binary.decode(body, header_length)
         columns, x = self.encoder.encode(request)
         wanted_binary = binary.outputs(request) if request.parameters or request.outputs else frozenset()
         proba = (await self.batcher.submit(x)).tolist()

@@ -21,6 +21,7 @@ import numpy as np
 
 from mlops.errors import DataError
 from mlops.serve.protocol import OUTPUTS, InferenceRequest, RequestInput
+from mlops.serve.protocol import decode as protocol_decode
 
 HEADER = b"inference-header-content-length"
 DTYPES = {
@@ -52,6 +53,23 @@ def split(body: bytes, header_length: bytes) -> tuple[bytes, memoryview]:
     if size > len(body):
         raise DataError(f"Inference-Header-Content-Length: {size} is more than the {len(body)}-byte body")
     return body[:size], memoryview(body)[size:]
+
+
+def decode(body: bytes, header_length: bytes | None) -> InferenceRequest:
+    """A request body -> the decoded request with every input's values in place: plain JSON, or (with
+    `Inference-Header-Content-Length`) a JSON header followed by raw tensor bytes.
+
+    Raises:
+        DataError: malformed JSON, header length or binary data (HTTP 400).
+    """
+    if header_length is None:
+        request = protocol_decode(body)
+        attach(request, None)
+    else:
+        header, raw = split(body, header_length)
+        request = protocol_decode(header)
+        attach(request, raw)
+    return request
 
 
 def attach(request: InferenceRequest, raw: memoryview | None) -> None:
