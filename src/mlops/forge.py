@@ -80,15 +80,20 @@ def _github_pr_number(env: Mapping[str, str]) -> str | None:
     return m.group(1) if m else None
 
 
-def detect(env: Mapping[str, str] = os.environ) -> Forge | Skipped:
-    """The forge and merge request of this CI run, or why there is nothing to post to."""
-    kind = env.get("MLOPS_FORGE") or (
+def forge_kind(env: Mapping[str, str]) -> str:
+    """`github`, `gitlab` or "": MLOPS_FORGE, else the CI system's own variables."""
+    return env.get("MLOPS_FORGE") or (
         "github"
         if env.get("GITHUB_ACTIONS") == "true"
         else "gitlab"
         if env.get("GITLAB_CI") == "true"
         else ""
     )
+
+
+def detect(env: Mapping[str, str] = os.environ) -> Forge | Skipped:
+    """The forge and merge request of this CI run, or why there is nothing to post to."""
+    kind = forge_kind(env)
     if kind == "github":
         repo, number = env.get("GITHUB_REPOSITORY"), _github_pr_number(env)
         if not repo or not number:
@@ -246,13 +251,7 @@ def repository_api(env: Mapping[str, str] = os.environ) -> Forge:
     Raises:
         ConfigError: no forge detected or a variable is missing (named in the message; exit 2).
     """
-    kind = env.get("MLOPS_FORGE") or (
-        "github"
-        if env.get("GITHUB_ACTIONS") == "true"
-        else "gitlab"
-        if env.get("GITLAB_CI") == "true"
-        else ""
-    )
+    kind = forge_kind(env)
     need = {"github": ("GITHUB_REPOSITORY", "GITHUB_TOKEN"), "gitlab": ("CI_PROJECT_ID", "GITLAB_TOKEN")}
     if kind not in need:
         raise ConfigError(
