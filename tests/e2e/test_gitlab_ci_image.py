@@ -32,8 +32,9 @@ from pathlib import Path
 import pytest
 import yaml
 from serve.test_docker import CACHE, _base_tarball, _sh, docker  # noqa: F401 - docker is a fixture
+from test_gitlab_pipeline import SHAPES, new_repo, unreachable  # the shell-executor test's shape, copy, bound
 
-from conftest import REPO, copy_repository, tool
+from conftest import REPO, tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REGISTRY = "registry.invalid/mlops"  # CI_REGISTRY_IMAGE for the run: the tag exists only locally
@@ -162,16 +163,7 @@ def gitlab_in_image(
         "host",
         "--variable",
         f"CI_REGISTRY_IMAGE={REGISTRY}",
-        "--variable",
-        "CI_PIPELINE_SOURCE=merge_request_event",
-        "--unset-variable",
-        "CI_COMMIT_BRANCH",
-        "--variable",
-        "CI_MERGE_REQUEST_IID=7",
-        "--variable",
-        "GITLAB_CI=true",
-        "--variable",
-        "CI_PROJECT_ID=42",
+        *SHAPES["merge_request"],  # the same merge-request shape as the shell-executor runs
         *_mounts(),
         *jobs,
     ]
@@ -183,17 +175,6 @@ def gitlab_in_image(
     log = proc.stdout + proc.stderr
     verdicts = dict((job, verdict) for verdict, job in re.findall(r"^\s*(PASS|FAIL)\s+(\S+)", log, re.M))
     return proc.returncode, log, verdicts
-
-
-def new_repo(root: Path, edit_params=None) -> Path:
-    repo = copy_repository(root / "repo")
-    if edit_params:
-        params = yaml.safe_load((repo / "params.yaml").read_text())
-        edit_params(params)
-        (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-        subprocess.run(["git", "commit", "-qam", "change params"], cwd=repo, check=True)
-    subprocess.run(["git", "checkout", "-qb", "feature"], cwd=repo, check=True)
-    return repo
 
 
 def test_the_ci_image_is_the_one_the_ci_file_declares():
@@ -219,9 +200,9 @@ def test_merge_request_pipeline_runs_in_the_declared_image(ci_image, docker, tmp
 
 
 def test_failed_gate_in_the_declared_image_still_reports(ci_image, docker, tmp_path):  # noqa: F811
-    repo = new_repo(tmp_path, lambda p: p["gate"]["metrics"]["min"].__setitem__("roc_auc", 0.99))
+    repo = new_repo(tmp_path, unreachable)
     code, log, verdicts = gitlab_in_image(repo, ci_image, docker, ["train", "report"])
     assert code != 0, log[-4000:]
     assert verdicts.get("train") == "FAIL" and verdicts.get("report") == "PASS", log[-4000:]
     report = (repo / "reports/review/report.md").read_text()
-    assert "❌ failed" in report and "metrics.min.roc_auc" in report
+    assert "❌ failed" in report and "metrics.max.log_loss" in report
