@@ -24,6 +24,11 @@ if ! have initdb && ! compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; 
 fi
 have npm || missing+=(nodejs npm)           # lint hooks (npm-groovy-lint) and gitlab-ci-local
 have java || missing+=(default-jre-headless) # npm-groovy-lint runs on a JVM
+# monitoring: promtool (rule tests, dashboard PromQL) and a live Prometheus, the Pushgateway the drift
+# job pushes to, amtool (Alertmanager config check) and a live Alertmanager
+have promtool || missing+=(prometheus)
+have prometheus-pushgateway || missing+=(prometheus-pushgateway)
+have amtool || missing+=(prometheus-alertmanager)
 if [ "${MLOPS_DOCKER_TESTS:-1}" != "0" ]; then
   # Docker engine (started by the tests themselves, no bridge network) and debootstrap for its base image
   have dockerd || missing+=(docker.io)
