@@ -1,0 +1,152 @@
+"""distributed: `mlops train` under torchrun (DDP, gloo on CPU) equals single-process training, records
+how it was trained, and refuses impossible settings with exit 2 before starting any process."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from ruamel.yaml import YAML
+from safetensors.torch import load_file
+
+from mlops import distributed
+from mlops.config import load_params
+from mlops.errors import ConfigError
+
+
+def _workspace(pipeline, root: Path, **train: object) -> Path:
+    """A copy of the pipeline's processed data with params.yaml's `train` section edited."""
+    root.mkdir(parents=True)
+    shutil.copytree(pipeline.processed, root / "data/processed")
+    yaml = YAML()
+    data = yaml.load(pipeline.params.read_text())
+    for key, value in train.items():
+        if key == "nproc_per_node":
+            data["train"]["distributed"]["nproc_per_node"] = value
+        else:
+            data["train"][key] = value
+    with (root / "params.yaml").open("w") as f:
+        yaml.dump(data, f)
+    return root
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _train(ws: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """`mlops train` as dvc.yaml runs it, in its own process (torchrun needs a real argv)."""
+    return subprocess.run(
+        [sys.executable, "-m", "mlops", "--params", "params.yaml", "train"]
+        + ["--data-dir", "data/processed", "--model-dir", "models"],
+        cwd=ws,
+        env={**os.environ, "OMP_NUM_THREADS": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.slow
+def test_two_ddp_processes_train_the_same_weights_as_one(pipeline, tmp_path):
+    # dropout off: with dropout each rank draws its own masks and runs agree only statistically
+    # (mlops.distributed). batch 64 over 4,9xx rows leaves a short last batch, which must match too.
+    common = {"dropout": 0.0, "epochs": 6, "batch_size": 64}
+    one = _workspace(pipeline, tmp_path / "one", nproc_per_node=1, **common)
+    two = _workspace(pipeline, tmp_path / "two", nproc_per_node=2, **common)
+    for ws in (one, two):
+        done = _train(ws)
+        assert done.returncode == 0, done.stderr[-3000:]
+    a, b = (load_file(str(ws / "models/model.safetensors")) for ws in (one, two))
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=f"weights {key} differ")
+    meta_one, meta_two = (json.loads((ws / "models/model.json").read_text()) for ws in (one, two))
+    assert meta_one["training"]["epochs_run"] == meta_two["training"]["epochs_run"]
+    assert {k: meta_two["training"][k] for k in ("world_size", "backend", "device")} == {
+        "world_size": 2,
+        "backend": "gloo",
+        "device": "cpu",
+    }
+    assert {k: meta_one["training"][k] for k in ("world_size", "backend", "device")} == {
+        "world_size": 1,
+        "backend": None,
+        "device": "cpu",
+    }
+    # only rank 0 writes: one model directory with exactly the artifact files, one MLflow run logged
+    assert sorted(p.name for p in (two / "models").iterdir()) == sorted(
+        p.name for p in (one / "models").iterdir()
+    )
+
+
+def test_world_size_that_does_not_divide_the_batch_is_exit_2_before_any_process(pipeline, tmp_path):
+    ws = _workspace(pipeline, tmp_path / "ws", nproc_per_node=3, batch_size=64)
+    done = _train(ws)
+    assert done.returncode == 2, done.stderr
+    assert "train.batch_size 64 is not divisible by the world size 3" in done.stderr
+    assert "torchrun" not in done.stderr.lower().split("error:")[0]  # refused before launching
+    assert not (ws / "models").exists()
+
+
+def test_cuda_without_a_gpu_is_exit_2_naming_the_key(pipeline, tmp_path):
+    ws = _workspace(pipeline, tmp_path / "ws", device="cuda")
+    done = _train(ws, CUDA_VISIBLE_DEVICES="")  # no GPU visible, on any machine
+    assert done.returncode == 2, done.stderr
+    assert "train.device: cuda" in done.stderr and "no CUDA device" in done.stderr
+    assert not (ws / "models").exists()
+
+
+def test_rank_environment_is_read_and_checked(params):
+    p = params.train
+    ctx = distributed.init(p, env={})
+    assert (ctx.world_size, ctx.rank, ctx.backend, ctx.device.type) == (1, 0, None, "cpu")
+    assert ctx.is_main
+    with pytest.raises(ConfigError, match="RANK is not"):
+        distributed.init(p, env={"WORLD_SIZE": "2"})
+    with pytest.raises(ConfigError, match="WORLD_SIZE='two' is not an integer"):
+        distributed.init(p, env={"WORLD_SIZE": "two", "RANK": "0", "LOCAL_RANK": "0"})
+    # a world of one (torchrun --nproc-per-node 1) trains like a single process, no process group
+    ctx = distributed.init(p, env={"WORLD_SIZE": "1", "RANK": "0", "LOCAL_RANK": "0"})
+    assert (ctx.world_size, ctx.backend) == (1, None)
+    nccl = p.model_copy(update={"distributed": p.distributed.model_copy(update={"backend": "nccl"})})
+    with pytest.raises(ConfigError, match="backend: nccl needs train.device cuda"):
+        distributed.init(nccl, env={"WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0"})
+
+
+def test_shard_takes_every_world_size_th_row_of_the_global_batch():
+    rows = torch.arange(7)
+    ranks = [distributed.Context(2, r, r, "gloo", torch.device("cpu")) for r in (0, 1)]
+    parts = [distributed.shard(rows, c).tolist() for c in ranks]
+    assert parts == [[0, 2, 4, 6], [1, 3, 5]]
+    assert sorted(parts[0] + parts[1]) == rows.tolist()
+
+
+def test_launch_is_wanted_only_outside_a_torchrun_rank(params):
+    p = params.train
+    two = p.model_copy(update={"distributed": p.distributed.model_copy(update={"nproc_per_node": 2})})
+    assert not distributed.wants_launch(p, env={})
+    assert distributed.wants_launch(two, env={})
+    assert not distributed.wants_launch(two, env={"WORLD_SIZE": "2"})
+
+
+def test_distributed_params_are_typed(pipeline, tmp_path):
+    ws = _workspace(pipeline, tmp_path / "ws", nproc_per_node=0)
+    with pytest.raises(ConfigError, match=r"train\.distributed\.nproc_per_node"):
+        load_params(ws / "params.yaml")
+
+
+def test_gpu_check_script_skips_clearly_without_a_gpu():
+    done = subprocess.run(
+        ["bash", str(REPO / "benchmarks/gpu/check.sh")],
+        env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("gpu/check.sh: skipped: torch sees no CUDA device here"), done.stdout
