@@ -12,6 +12,16 @@ capabilities:
   drop: ["ALL"]
 {{- end }}
 
+{{/* the pod-level half of the restricted profile (every pod of the chart: server, drift job, receiver) */}}
+{{- define "model-server.podSecurityContext" -}}
+runAsNonRoot: true
+runAsUser: {{ .Values.podSecurityContext.runAsUser }}
+runAsGroup: {{ .Values.podSecurityContext.runAsGroup }}
+fsGroup: {{ .Values.podSecurityContext.fsGroup }}
+seccompProfile:
+  type: RuntimeDefault
+{{- end }}
+
 {{- define "model-server.podTemplate" -}}
 {{- include "model-server.requireRecord" . }}
 {{- $version := toString .Values.version -}}
@@ -42,47 +52,9 @@ spec:
     {{- toYaml . | nindent 4 }}
   {{- end }}
   securityContext:
-    runAsNonRoot: true
-    runAsUser: {{ .Values.podSecurityContext.runAsUser }}
-    runAsGroup: {{ .Values.podSecurityContext.runAsGroup }}
-    fsGroup: {{ .Values.podSecurityContext.fsGroup }}
-    seccompProfile:
-      type: RuntimeDefault
+    {{- include "model-server.podSecurityContext" . | nindent 4 }}
   initContainers:
-    - name: fetch-model
-      image: {{ include "model-server.imageRef" (list .Values.fetchImage .Chart.AppVersion "fetchImage") }}
-      imagePullPolicy: {{ .Values.fetchImage.pullPolicy }}
-      command: ["mlops"]
-      args:
-        {{- if .Values.logJson }}
-        - --log-json
-        {{- end }}
-        - fetch-model
-        - --name
-        - {{ .Values.name | quote }}
-        - --version
-        - {{ $version | quote }}
-        - --dest
-        - /models
-        - --sha256
-        - {{ required "sha256: the promotion record's weights sha256" .Values.sha256 | quote }}
-        - --json
-      {{- /* registry URI and credentials only from the Secret, never inline */}}
-      envFrom:
-        - secretRef:
-            name: {{ required "registry.secretName: name the Secret holding MLFLOW_TRACKING_URI and the registry credentials" .Values.registry.secretName }}
-      env:
-        - name: HOME
-          value: /tmp
-      securityContext:
-        {{- include "model-server.containerSecurityContext" . | nindent 8 }}
-      resources:
-        {{- toYaml .Values.resources.fetch | nindent 8 }}
-      volumeMounts:
-        - name: model
-          mountPath: /models
-        - name: tmp
-          mountPath: /tmp
+    {{- include "model-server.fetchModelContainer" (dict "root" . "mount" "/models") | nindent 4 }}
   containers:
     - name: server
       image: {{ include "model-server.imageRef" (list .Values.image .Chart.AppVersion "image") }}
@@ -103,6 +75,17 @@ spec:
         - {{ .Values.service.targetPort | quote }}
         - --model-version
         - {{ $version | quote }}
+        {{- with .Values.predictionLog.dir }}
+        - --prediction-log-dir
+        - {{ . | quote }}
+        - --prediction-log-rate
+        - {{ $.Values.predictionLog.rate | quote }}
+        {{- end }}
+      {{- with .Values.predictionLog.secretName }}
+      envFrom:
+        - secretRef:
+            name: {{ . }}
+      {{- end }}
       env:
         - name: HOME
           value: /tmp
@@ -160,4 +143,48 @@ spec:
     - {{ toYaml (merge (deepCopy .) (dict "labelSelector" (dict "matchLabels" (include "model-server.selectorLabels" $ | fromYaml)))) | nindent 6 | trim }}
     {{- end }}
   {{- end }}
+{{- end }}
+
+{{/*
+The fetch-model init container: `mlops fetch-model` of the record's version into the emptyDir `model`
+mounted at .mount (verified against its sha256). The server's pods and the drift CronJob share it, so
+both hold exactly the promoted version's files (the drift job reads its reference.parquet).
+Call with (dict "root" $ "mount" "/models").
+*/}}
+{{- define "model-server.fetchModelContainer" -}}
+{{- $root := .root -}}
+- name: fetch-model
+  image: {{ include "model-server.imageRef" (list $root.Values.fetchImage $root.Chart.AppVersion "fetchImage") }}
+  imagePullPolicy: {{ $root.Values.fetchImage.pullPolicy }}
+  command: ["mlops"]
+  args:
+    {{- if $root.Values.logJson }}
+    - --log-json
+    {{- end }}
+    - fetch-model
+    - --name
+    - {{ $root.Values.name | quote }}
+    - --version
+    - {{ toString $root.Values.version | quote }}
+    - --dest
+    - {{ .mount }}
+    - --sha256
+    - {{ required "sha256: the promotion record's weights sha256" $root.Values.sha256 | quote }}
+    - --json
+  {{- /* registry URI and credentials only from the Secret, never inline */}}
+  envFrom:
+    - secretRef:
+        name: {{ required "registry.secretName: name the Secret holding MLFLOW_TRACKING_URI and the registry credentials" $root.Values.registry.secretName }}
+  env:
+    - name: HOME
+      value: /tmp
+  securityContext:
+    {{- include "model-server.containerSecurityContext" $root | nindent 4 }}
+  resources:
+    {{- toYaml $root.Values.resources.fetch | nindent 4 }}
+  volumeMounts:
+    - name: model
+      mountPath: {{ .mount }}
+    - name: tmp
+      mountPath: /tmp
 {{- end }}
