@@ -40,11 +40,13 @@ def _asgi_get(loop, app: App, path: str) -> tuple[int, dict]:
     return sent[0]["status"], json.loads(sent[1]["body"])
 
 
-def test_not_ready_until_checksum_verified(model_dir, tmp_path):
+@pytest.mark.parametrize(("backend", "served"), [("onnx", "model.onnx"), ("torch", "model.safetensors")])
+def test_not_ready_until_checksum_verified(model_dir, tmp_path, backend, served):
+    """Each worker verifies the file its backend serves (the supervisor checked the weights before)."""
     altered = tmp_path / "models"
     shutil.copytree(model_dir, altered)
-    (altered / "model.safetensors").write_bytes(b"\x00" * 64)
-    params = load_params(FIXTURE_PARAMS).serve
+    (altered / served).write_bytes(b"\x00" * 64)
+    params = load_params(FIXTURE_PARAMS).serve.model_copy(update={"backend": backend})
     app = App(Settings(str(altered), "v-test", params.model_dump(mode="json")))
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)

@@ -10,17 +10,18 @@ client libraries work with default settings: no Content-Type, JSON with paramete
 and the binary tensor data extension in both directions (`mlops.serve.binary`). No request body yields
 a 5xx: every malformed one is a 4xx naming what is wrong.
 
-Lifecycle: the worker answers `/v2/health/live` at once; the model (sha256 verified by
-`mlops.model.load`) is loaded in a background thread, and only then do `/v2/health/ready`,
-`/v2/models/{name}/ready` and `infer` succeed (503 before). On SIGTERM uvicorn stops accepting
-connections, lets in-flight requests finish within `serve.grace_period_s`, then the lifespan shutdown
-drains the batch queue and flushes the prediction log.
+Lifecycle: the worker answers `/v2/health/live` at once; the model (on `serve.backend`: the ONNX export
+on ONNX Runtime, or the weights on torch; sha256 verified on load) is loaded in a background thread,
+and only then do `/v2/health/ready`, `/v2/models/{name}/ready` and `infer` succeed (503 before). On
+SIGTERM uvicorn stops accepting connections, lets in-flight requests finish within
+`serve.grace_period_s`, then the lifespan shutdown drains the batch queue and flushes the prediction log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import threading
@@ -36,6 +37,8 @@ from mlops.errors import DataError, MlopsError, ModelNotReady
 from mlops.serve import binary, openapi, protocol
 from mlops.serve.batching import Batcher
 from mlops.serve.encoding import Encoder
+from mlops.serve.fastpath import FastPath
+from mlops.serve.fastpath import columns as fast_columns
 from mlops.serve.metrics import Metrics
 from mlops.serve.predlog import PredictionLog
 
@@ -46,6 +49,8 @@ OCTETS = b"application/octet-stream"
 # octet-stream (KServe's client, binary extension) and curl's `-d` default, which Triton's documented curl
 # examples send. The body is parsed as JSON, or as the binary extension when its header is present.
 CONTENT_TYPES = (b"", JSON, OCTETS, b"application/x-www-form-urlencoded")
+INFER_ROUTE = "/v2/models/{name}/infer"
+JSON_TYPE = (b"content-type", JSON)
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,24 @@ class Settings:
     @classmethod
     def from_json(cls, text: str) -> Settings:
         return cls(**json.loads(text))
+
+
+def load_backend(model_dir: str, backend: str, threads: int) -> Any:
+    """The verified model on `backend`: `onnx` (model.onnx on ONNX Runtime; torch is never imported) or
+    `torch` (model.safetensors on torch). Its `forward` takes float32 rows [rows, features] and returns
+    the float64 positive-class probabilities [rows]."""
+    if backend == "onnx":
+        from mlops import runtime
+
+        return runtime.load_onnx(model_dir, threads)
+    import torch
+
+    from mlops import model as model_mod
+
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # raises if the pool already exists (e.g. in tests)
+        torch.set_num_interop_threads(1)
+    return model_mod.load(model_dir)
 
 
 class HttpError(MlopsError):
@@ -88,14 +111,16 @@ class App:
         self.batcher: Batcher | None = None
         self.predlog: PredictionLog | None = None
         self.openapi = openapi.document(meta, self.version)
+        self.infer_path = f"/v2/models/{self.name}/infer"  # the one path the request fast path serves
 
     # ------------------------------------------------------------ lifespan
     async def _lifespan(self, receive, send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self.metrics = Metrics()
                 loop = asyncio.get_running_loop()
+                self.metrics = Metrics()
+                self.metrics.call_soon = loop.call_soon  # one metrics flush per event-loop iteration
                 threading.Thread(target=self._load, args=(loop,), name="model-loader", daemon=True).start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
@@ -107,31 +132,20 @@ class App:
                 return
 
     def _load(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Import torch, load and verify the model, warm it up; then mark ready on the event loop."""
+        """Load and verify the model on `serve.backend`, warm it up; then mark ready on the event loop."""
         started = time.perf_counter()
         try:
             import numpy as np
-            import torch
 
-            from mlops import model as model_mod
-
-            torch.set_num_threads(self.params.torch_threads)
-            loaded = model_mod.load(self.settings.model_dir)
-            net = loaded.net
-
-            with contextlib.suppress(RuntimeError):  # raises if the pool already exists (e.g. in tests)
-                torch.set_num_interop_threads(1)
-
-            def forward(x: np.ndarray) -> np.ndarray:
-                with torch.inference_mode():
-                    return torch.sigmoid(net(torch.from_numpy(x))).numpy().astype(np.float64)
-
+            loaded = load_backend(self.settings.model_dir, self.params.backend, self.params.threads)
+            forward = loaded.forward
             forward(np.zeros((1, loaded.preprocessor.width), dtype=np.float32))  # warm-up
             log.info(
-                "model %s version %s loaded from %s in %.2fs (torch import included)",
+                "model %s version %s loaded from %s on %s in %.2fs",
                 loaded.name,
                 self.version,
                 self.settings.model_dir,
+                loaded.backend,
                 time.perf_counter() - started,
             )
         except Exception as e:  # noqa: BLE001 - reported by the readiness endpoints and the log
@@ -144,6 +158,8 @@ class App:
         p, m = self.params, self.metrics
         self.model = loaded
         self.encoder = Encoder(loaded.metadata["features"], loaded.preprocessor)
+        self.fast = FastPath(loaded.metadata["features"], loaded.preprocessor)
+        self.template = protocol.ResponseTemplate(self.name, self.version)
         classes, self.positive = labels.from_metadata(loaded.metadata)
         self.negative = labels.negative_class(classes, self.positive)  # the one class <-> 0/1 mapping
         self.threshold = loaded.threshold
@@ -160,6 +176,10 @@ class App:
         self.predlog.start()
         self.metadata = protocol.encode(protocol.model_metadata(loaded.metadata, self.version))
         m.model_info.labels(self.name, self.version, loaded.metadata["weights"]["sha256"]).set(1)
+        # what is allocated by now (runtime, model, app) lives as long as the worker: out of the
+        # collector's sight, a full collection (which request garbage triggers now and then) no longer
+        # walks it, tens to hundreds of ms with torch imported (benchmarks/serving/request_path.md)
+        gc.freeze()
         self.ready = True
 
     # ------------------------------------------------------------ HTTP
@@ -172,6 +192,25 @@ class App:
     async def _http(self, scope, receive, send) -> None:
         started = time.perf_counter()
         method = scope["method"]
+        if method == "POST" and scope["path"] == self.infer_path:  # the common case, routed at once
+            header_length = None
+            try:
+                body, header_length = await self._infer(scope, receive)
+                status, content_type = 200, JSON if header_length is None else OCTETS
+            except MlopsError as e:
+                status, body, content_type = e.http_status, protocol.encode({"error": str(e)}), JSON
+            except Exception as e:  # noqa: BLE001 - one bad request must not take the worker down
+                log.exception("%s %s failed", method, scope["path"])
+                status, body = 500, protocol.encode({"error": f"internal error: {type(e).__name__}"})
+                content_type = JSON
+            if status == 200 and header_length is None:
+                headers = [JSON_TYPE, (b"content-length", b"%d" % len(body))]
+                await send({"type": "http.response.start", "status": 200, "headers": headers})
+                await send({"type": "http.response.body", "body": body})
+                self.metrics.observe(INFER_ROUTE, method, 200, time.perf_counter() - started)
+                return
+            await self._respond(send, INFER_ROUTE, method, status, body, content_type, header_length, started)
+            return
         route = ["other"]  # set by the dispatcher as soon as the path matches a route
         content_type, header_length = JSON, None
         try:
@@ -181,12 +220,17 @@ class App:
         except Exception as e:  # noqa: BLE001 - one bad request must not take the worker down
             log.exception("%s %s failed", method, scope["path"])
             status, body = 500, protocol.encode({"error": f"internal error: {type(e).__name__}"})
-        headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+        await self._respond(send, route[0], method, status, body, content_type, header_length, started)
+
+    async def _respond(
+        self, send, route: str, method: str, status: int, body: bytes, ctype: bytes, header_length, started
+    ) -> None:
+        headers = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
         if header_length is not None:
             headers.append((b"inference-header-content-length", str(header_length).encode()))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-        self.metrics.observe(route[0], method, status, time.perf_counter() - started)
+        self.metrics.observe(route, method, status, time.perf_counter() - started)
 
     async def _dispatch(
         self, scope, method: str, receive, route: list[str]
@@ -277,16 +321,25 @@ class App:
             raise HttpError(
                 415, f"content-encoding {encoding.decode('latin-1')!r} not supported (gzip, deflate)"
             )
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                raise HttpError(400, "client disconnected before sending the whole body")
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > limit:
-                raise HttpError(413, f"request body over the {limit}-byte limit (serve.max_body_bytes)")
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise HttpError(400, "client disconnected before sending the whole body")
+        body = message.get("body", b"")
+        if len(body) > limit:
+            raise HttpError(413, f"request body over the {limit}-byte limit (serve.max_body_bytes)")
+        if message.get("more_body", False):
+            chunks, size, more = [body], len(body), True
+            while more:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    raise HttpError(400, "client disconnected before sending the whole body")
+                chunk = message.get("body", b"")
+                chunks.append(chunk)
+                size += len(chunk)
+                more = message.get("more_body", False)
+                if size > limit:
+                    raise HttpError(413, f"request body over the {limit}-byte limit (serve.max_body_bytes)")
+            body = b"".join(chunks)
         if encoding in (b"gzip", b"deflate"):
             body = _decompress(body, encoding.decode(), limit)
         return body, header_length
@@ -294,14 +347,25 @@ class App:
     async def _infer(self, scope, receive) -> tuple[bytes, int | None]:
         body, header_length = await self._read_body(scope, receive)
         self._require_ready()
-        request = binary.decode(body, header_length)
-        columns, x = self.encoder.encode(request)
+        # the common request in one typed pass (mlops.serve.fastpath); anything else, every invalid
+        # request included, takes the reference path, which owns the validation rules and messages
+        fast = self.fast.decode(body) if header_length is None else None
+        if fast is None:
+            request = binary.decode(body, header_length)
+            columns, x = self.encoder.encode(request)
+        else:
+            request, _, x = fast
+            columns = None
         wanted_binary = binary.outputs(request) if request.parameters or request.outputs else frozenset()
         proba = (await self.batcher.submit(x)).tolist()
         pos, neg, threshold = self.positive, self.negative, self.threshold
         labels = [pos if p >= threshold else neg for p in proba]
         self.metrics.predicted(self.name, self.version, labels)
-        self.predlog.submit(request.id, columns, proba, labels)
+        if self.predlog.enabled:
+            raw = fast_columns(request) if columns is None else columns
+            self.predlog.submit(request.id, raw, proba, labels)
+        if request.outputs is None and not wanted_binary:
+            return self.template.encode(request.id, proba, labels), None
         return protocol.response(
             self.name, self.version, request.id, request.outputs, proba, labels, wanted_binary
         )

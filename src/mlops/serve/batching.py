@@ -1,9 +1,9 @@
 """batching: dynamic micro-batching of concurrent requests into one forward pass.
 
-Requests (already validated and encoded into float32 feature rows) wait in a bounded queue. One task
-per worker takes what is queued, up to `max_batch_size` rows, optionally waiting up to `max_wait_ms` for
-more, runs one forward pass over the concatenated rows and hands each request its slice. With
-`max_wait_ms: 0` a batch never waits: it holds whatever arrived while the previous forward pass ran,
+Requests (already validated and encoded into float32 feature rows) wait in a bounded queue. A batch
+takes what is queued, up to `max_batch_size` rows, optionally waiting up to `max_wait_ms` for more, runs
+one forward pass over the concatenated rows and hands each request its slice. With `max_wait_ms: 0` a
+batch never waits: it holds whatever the event loop's runnable request handlers queued before it ran,
 which is the right default for a model whose forward pass costs microseconds. A full queue rejects
 the request at once (`Overloaded`, HTTP 503) rather than letting latency grow without bound.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import deque
 from collections.abc import Callable
 
@@ -31,7 +30,15 @@ class Overloaded(MlopsError):
 
 
 class Batcher:
-    """Collects concurrent requests into batches for `forward` (float32 rows -> probabilities)."""
+    """Collects concurrent requests into batches for `forward` (float32 rows -> probabilities).
+
+    No task of its own: the first request queued schedules a batch with `call_soon` (or `call_later`
+    with `max_wait_ms`), so the batch runs after every request handler that was already runnable in
+    this event-loop iteration has queued its rows; one forward pass serves them all, in arrival order.
+    What is still queued (more than `max_batch_size` rows) runs in the next iteration, after the
+    handlers of this batch answered and new requests were read: no request waits behind more than
+    the batches queued before it.
+    """
 
     def __init__(
         self,
@@ -47,64 +54,65 @@ class Batcher:
         self.queue_size = queue_size
         self.on_batch = on_batch or (lambda rows: None)
         self._queue: deque[tuple[np.ndarray, asyncio.Future]] = deque()
-        self._wakeup = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        self._rows = 0  # rows queued
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduled: asyncio.Handle | asyncio.TimerHandle | None = None
         self._closing = False
 
     def start(self) -> None:
-        """Start the batching task on the running event loop."""
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="batcher")
+        """Bind to the running event loop."""
+        self._loop = asyncio.get_running_loop()
 
     async def submit(self, rows: np.ndarray) -> np.ndarray:
         """Queue `rows` for the next forward pass; return their probabilities."""
         if self._closing:
             raise Overloaded("server is shutting down")
-        if len(self._queue) >= self.queue_size:
+        queue = self._queue
+        if len(queue) >= self.queue_size:
             raise Overloaded(f"inference queue full ({self.queue_size} requests waiting); retry later")
-        fut = asyncio.get_running_loop().create_future()
-        self._queue.append((rows, fut))
-        self._wakeup.set()
+        loop = self._loop
+        fut = loop.create_future()
+        queue.append((rows, fut))
+        self._rows += len(rows)
+        if self._scheduled is None:
+            if self.max_wait > 0 and self._rows < self.max_rows:
+                self._scheduled = loop.call_later(self.max_wait, self._run)
+            else:
+                self._scheduled = loop.call_soon(self._run)
+        elif self._rows >= self.max_rows and isinstance(self._scheduled, asyncio.TimerHandle):
+            self._scheduled.cancel()  # a full batch does not wait
+            self._scheduled = loop.call_soon(self._run)
         return await fut
 
     async def stop(self) -> None:
-        """Finish every queued request, then stop the task."""
+        """Finish every queued request; later submissions are refused (Overloaded)."""
         self._closing = True
-        self._wakeup.set()
-        if self._task is not None:
-            await self._task
-
-    async def _run(self) -> None:
-        queue = self._queue
-        while True:
-            if not queue:
-                if self._closing:
-                    return
-                self._wakeup.clear()
-                await self._wakeup.wait()
-                continue
-            if self.max_wait > 0 and not self._closing:
-                await self._fill(time.perf_counter() + self.max_wait)
-            batch = [queue.popleft()]
-            rows = len(batch[0][0])
-            while queue and rows + len(queue[0][0]) <= self.max_rows:
-                item = queue.popleft()
-                batch.append(item)
-                rows += len(item[0])
-            self._process(batch, rows)
-            # let the handlers of this batch (and newly arrived requests) run before the next pass
+        if self._scheduled is not None:
+            self._scheduled.cancel()
+            self._scheduled = None
+        while self._queue:
+            self._batch()
             await asyncio.sleep(0)
 
-    async def _fill(self, deadline: float) -> None:
-        """Wait until the queue holds a full batch or the deadline passes."""
-        while sum(len(x) for x, _ in self._queue) < self.max_rows and not self._closing:
-            remaining = deadline - time.perf_counter()
-            if remaining <= 0:
-                return
-            self._wakeup.clear()
-            try:
-                await asyncio.wait_for(self._wakeup.wait(), remaining)
-            except TimeoutError:
-                return
+    def _run(self) -> None:
+        self._scheduled = None
+        if not self._queue:
+            return
+        self._batch()
+        if self._queue and not self._closing:
+            # the rest after this batch's handlers (and newly read requests) had their turn
+            self._scheduled = self._loop.call_soon(self._run)
+
+    def _batch(self) -> None:
+        queue = self._queue
+        batch = [queue.popleft()]
+        rows = len(batch[0][0])
+        while queue and rows + len(queue[0][0]) <= self.max_rows:
+            item = queue.popleft()
+            batch.append(item)
+            rows += len(item[0])
+        self._rows -= rows
+        self._process(batch, rows)
 
     def _process(self, batch: list[tuple[np.ndarray, asyncio.Future]], rows: int) -> None:
         try:

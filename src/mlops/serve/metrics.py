@@ -4,6 +4,13 @@ With several worker processes, prometheus_client runs in multiprocess mode: `PRO
 is set by the supervisor before any worker imports prometheus_client, and a scrape of any worker
 aggregates the files of all of them. Without it (one process, tests) a private registry is used.
 
+Cost per request: in multiprocess mode every counter increment and histogram observation is a locked
+write into an mmap file (several µs per request for the four series a request touches). The hot path
+therefore only appends to plain lists; `flush`, scheduled once per event-loop iteration with
+`call_soon` (set by the app), adds the sums: one write per series and histogram bucket touched, however
+many requests completed in that iteration. A flush runs right after the responses of its iteration
+were written, before this worker reads another request, and before any exposition.
+
 Metric names (all prefixed `mlops_serve_`):
     requests_total{route,method,status}        counter, route is the template, e.g. /v2/models/{name}/infer
     request_duration_seconds{route}            histogram of the whole request, body read to response sent
@@ -16,6 +23,8 @@ Metric names (all prefixed `mlops_serve_`):
 from __future__ import annotations
 
 import os
+from bisect import bisect_left
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import (
@@ -98,34 +107,69 @@ class Metrics:
         self.predlog_written = self.predlog.labels("written")
         self.predlog_dropped = self.predlog.labels("dropped")
         self.predlog_failed = self.predlog.labels("failed")
-        self.observe_batch = self.batch_rows.observe
+        # the hot path only appends here; `flush` writes the sums (see the module docstring)
+        self._requests: list[tuple[str, str, int, float]] = []
+        self._batches: list[int] = []
+        self._predicted: dict[tuple[str, str, str], int] = {}
+        self._armed = False
+        self.call_soon: Callable[[Callable[[], None]], Any] | None = None
+
+    def _arm(self) -> None:
+        if self.call_soon is None:
+            self.flush()
+        elif not self._armed:
+            self._armed = True
+            self.call_soon(self.flush)
 
     def observe(self, route: str, method: str, status: int, seconds: float) -> None:
         """Count one finished request and its latency."""
-        key = (route, method, str(status))
-        pair = self._children.get(key)
-        if pair is None:
-            pair = self._children[key] = (self.requests.labels(*key), self.latency.labels(route))
-        pair[0].inc()
-        pair[1].observe(seconds)
+        self._requests.append((route, method, status, seconds))
+        self._arm()
+
+    def observe_batch(self, rows: int) -> None:
+        """Count one forward pass and its rows (flushed with the observations of its requests)."""
+        self._batches.append(rows)
+        if self.call_soon is None:
+            self.flush()
 
     def predicted(self, model: str, version: str, labels: list[str]) -> None:
         """Count predicted classes."""
-        if len(labels) == 1:
-            counts = {labels[0]: 1}
-        else:
-            counts: dict[str, int] = {}
-            for label in labels:
-                counts[label] = counts.get(label, 0) + 1
-        for label, n in counts.items():
-            key = ("pred", model, version, label)
-            child = self._children.get(key)
-            if child is None:
-                child = self._children[key] = self.predictions.labels(model, version, label)
-            child.inc(n)
+        counts = self._predicted
+        for label in set(labels) if len(labels) > 1 else labels:
+            key = (model, version, label)
+            counts[key] = counts.get(key, 0) + labels.count(label)
+        self._arm()
+
+    def flush(self) -> None:
+        """Write what was observed since the last flush into the metric objects (the mmap files)."""
+        self._armed = False
+        requests, self._requests = self._requests, []
+        batches, self._batches = self._batches, []
+        predicted, self._predicted = self._predicted, {}
+        counts: dict[tuple[str, str, int], int] = {}
+        latencies: dict[str, list[float]] = {}
+        for route, method, status, seconds in requests:
+            key = (route, method, status)
+            counts[key] = counts.get(key, 0) + 1
+            latencies.setdefault(route, []).append(seconds)
+        for (route, method, status), n in counts.items():
+            self._child(("req", route, method, status), self.requests, route, method, str(status)).inc(n)
+        for route, values in latencies.items():
+            _observe_many(self._child(("lat", route), self.latency, route), LATENCY_BUCKETS, values)
+        if batches:
+            _observe_many(self.batch_rows, BATCH_BUCKETS, batches)
+        for (model, version, label), n in predicted.items():
+            self._child(("pred", model, version, label), self.predictions, model, version, label).inc(n)
+
+    def _child(self, key: tuple[Any, ...], metric: Any, *labels: str) -> Any:
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def exposition(self) -> tuple[bytes, str]:
         """The text exposition of every worker's metrics and its content type."""
+        self.flush()
         if self.multiprocess:
             from prometheus_client import multiprocess
 
@@ -134,3 +178,21 @@ class Metrics:
         else:
             registry = self._own
         return generate_latest(registry), CONTENT_TYPE_LATEST
+
+
+def _observe_many(histogram: Any, buckets: tuple[float, ...], values: list[float]) -> None:
+    """`histogram.observe(v)` for each value, with one write per bucket hit and one for the sum.
+
+    prometheus_client's Histogram has no bulk observe: this adds to the same per-bucket and sum values
+    its `observe` adds to (pinned prometheus-client; tests/serve/test_fastpath.py compares the two).
+    """
+    if len(values) == 1:
+        histogram.observe(values[0])
+        return
+    hits = [0] * (len(buckets) + 1)  # the last one: +Inf
+    for v in values:
+        hits[bisect_left(buckets, v)] += 1
+    histogram._sum.inc(sum(values))
+    for i, n in enumerate(hits):
+        if n:
+            histogram._buckets[i].inc(n)

@@ -183,6 +183,30 @@ def response(
     return header + b"".join(raw), len(header)
 
 
+class ResponseTemplate:
+    """`response` for the usual request (every output, all in JSON) with the constant parts encoded once:
+    the same bytes, without building the dictionaries per request."""
+
+    def __init__(self, model_name: str, version: str):
+        self._head = (
+            b'{"model_name":%s,"model_version":%s,"outputs":[{"name":"probability","datatype":"FP64","shape":['
+            % (encode(model_name), encode(version))
+        )
+
+    def encode(self, request_id: str | None, proba: list[float], labels: list[str]) -> bytes:
+        """The response body for these probabilities and labels (and the request's id, if any)."""
+        n = len(proba)
+        tail = b"}" if request_id is None else b',"id":%s}' % encode(request_id)
+        return b'%s%d],"data":%s},{"name":"label","datatype":"BYTES","shape":[%d],"data":%s}]%s' % (
+            self._head,
+            n,
+            encode(proba),
+            n,
+            encode(labels),
+            tail,
+        )
+
+
 def _raw(values: list[Any], datatype: str) -> bytes:
     """One output tensor's bytes: little-endian FP64, or BYTES as 4-byte length + UTF-8 per element."""
     if datatype == "BYTES":

@@ -1,7 +1,8 @@
 """server: start-up checks, the worker processes and their supervisor.
 
 `run` verifies the model files (missing: exit 5; sha256 mismatch: exit 6) before anything listens,
-imports torch and the app once, then forks `serve.workers` uvicorn processes that each bind the port
+imports the model runtime (ONNX Runtime; torch only with `serve.backend: torch`) and the app once, then
+forks `serve.workers` uvicorn processes that each bind the port
 with SO_REUSEPORT (the kernel spreads connections evenly, and a worker closing its socket on SIGTERM
 really refuses new connections).
 With several workers Prometheus runs in multiprocess mode on a fresh temp directory. The supervisor
@@ -74,7 +75,9 @@ def run(
         ConfigError: the port cannot be bound (exit 2). MlopsError: a worker died (exit 1).
     """
     model_dir = Path(model_dir).resolve()
-    meta, _ = verify(model_dir)  # before importing torch: fast, clear exit codes
+    meta, _ = verify(model_dir)  # before importing a runtime: fast, clear exit codes
+    if params.backend == "onnx":
+        verify(model_dir, "onnx")  # the file served; each worker verifies the bytes it loads again
     version = model_version or os.environ.get("MLOPS_MODEL_VERSION") or meta["weights"]["sha256"][:12]
     bind(host, port, reuseport=False).close()  # fail early and clearly when the port is taken
     prom_dir = tempfile.mkdtemp(prefix="mlops-prometheus-")
@@ -82,17 +85,19 @@ def run(
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir
     # torch.set_num_threads only affects the calling thread's OpenMP pool: fix it process-wide, or the
     # event-loop thread runs forward passes on one OpenMP thread per core and the workers oversubscribe
-    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(params.torch_threads)
+    # (ONNX Runtime takes its threads from the session options; numpy's BLAS reads these too)
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(params.threads)
     from mlops.serve import worker
     from mlops.serve.app import Settings
 
-    worker.preload()
+    worker.preload(params.backend)
     settings = Settings(str(model_dir), version, params.model_dump(mode="json")).to_json()
     log.info(
-        "serving %s version %s from %s on http://%s:%d with %d worker(s)",
+        "serving %s version %s from %s (%s) on http://%s:%d with %d worker(s)",
         meta["name"],
         version,
         model_dir,
+        params.backend,
         host,
         port,
         params.workers,

@@ -1,0 +1,231 @@
+"""Merge-request feedback time: the GitLab merge-request pipeline (verify -> train with the gate -> report)
+run end to end by gitlab-ci-local, cold and warm, for this tree and a baseline tree side by side.
+
+- cold: a fresh clone, an empty DVC remote and MLflow store, a merge request whose commit changes code
+  every stage depends on (src/mlops/cli.py): every stage runs;
+- warm: a second commit on the same branch that touches no stage dependency (README), with the DVC remote
+  the cold run pushed to: `dvc pull --run-cache` restores the outputs and `dvc repro` runs only the
+  always-changed source fingerprint.
+CI_MERGE_REQUEST_DIFF_BASE_SHA is the merge request's base (main), as GitLab sets it.
+
+Jobs run with the shell executor in isolated copies (`--shell-isolation`), as tests/e2e/test_gitlab_pipeline.py
+runs them, and share one virtualenv (VENV) and the Node tools (NODE_MODULES), as the CI image provides
+them; PYTHONPATH points the jobs at the tree's src/, so the baseline runs the baseline's code.
+Holds /tmp/mlops-docker.lock while gitlab-ci-local runs (shared with the Docker and pipeline tests).
+
+Usage: python benchmarks/ci/mr_pipeline.py [--baseline-ref HEAD | --baseline-ref none] [--out ...]
+Reproduce: `make bench-ci`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "tests"))
+from conftest import copy_repository, tool  # noqa: E402 - the tests' repository copy and tool lookup
+
+JOBS = ["verify", "train", "report"]
+TARGETS = {"cold_s": 180.0, "warm_s": 60.0}
+MERGE_REQUEST = [
+    "--variable",
+    "CI_PIPELINE_SOURCE=merge_request_event",
+    "--unset-variable",
+    "CI_COMMIT_BRANCH",
+    "--variable",
+    "CI_MERGE_REQUEST_IID=7",
+    "--variable",
+    "GITLAB_CI=true",
+    "--variable",
+    "CI_PROJECT_ID=42",
+]
+LOCK = "/tmp/mlops-docker.lock"
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=bench", "-c", "user.email=bench@example.invalid", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+    )
+
+
+def baseline_tree(ref: str, dest: Path) -> Path:
+    """`git archive ref` of this repository in a fresh git repository on `main` (read-only for REPO)."""
+    dest.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", ref], cwd=REPO, check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    git(dest, "init", "-q", "-b", "main")
+    git(dest, "add", "-A")
+    git(dest, "commit", "-q", "-m", f"baseline {ref}")
+    return dest
+
+
+def pipeline(repo: Path, code: Path, state: Path, venv: Path, extra: dict[str, str], jobs: list[str]) -> dict:
+    """One merge-request pipeline run; total and per-job wall time, job verdicts."""
+    args = [tool("gitlab-ci-local"), "--force-shell-executor", "--shell-isolation", *MERGE_REQUEST]
+    variables = {
+        "VENV": str(venv),
+        "NODE_MODULES": str(REPO / "tools/node_modules"),
+        # the shared VENV's editable install points at this checkout: the tree under test goes first
+        # (its code is what every job copy holds; $CI_PROJECT_DIR is a /builds path with an `image:`)
+        "PYTHONPATH": str(code / "src"),
+        "DVC_REMOTE_URL": str(state / "remote"),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{state / 'mlflow.db'}",
+        **extra,
+    }
+    for key, value in variables.items():
+        args += ["--variable", f"{key}={value}"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GCL_")}
+    env["GCL_IGNORE_PREDEFINED_VARS"] = "CI_PIPELINE_SOURCE,CI_COMMIT_BRANCH"
+    env.pop("MLFLOW_TRACKING_URI", None)
+    env.pop("PYTHONPATH", None)
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        start = time.perf_counter()
+        proc = subprocess.run([*args, *jobs], cwd=repo, env=env, capture_output=True, text=True)
+        total = time.perf_counter() - start
+    log = proc.stdout + proc.stderr
+    (state / f"gitlab-ci-local-{int(time.time())}.log").write_text(log)
+    times = {}
+    for job, value, unit in re.findall(r"^(\S+)\s+finished in ([\d.]+) (ms|s|min)", log, re.M):
+        times[job] = round(float(value) * {"ms": 0.001, "s": 1.0, "min": 60.0}[unit], 1)
+    verdicts = dict((job, verdict) for verdict, job in re.findall(r"^\s*(PASS|FAIL)\s+(\S+)", log, re.M))
+    return {"total_s": round(total, 1), "jobs_s": times, "verdicts": verdicts, "exit_code": proc.returncode}
+
+
+def measure(name: str, source: Path, tmp: Path, venv: Path, extra: dict[str, str], jobs: list[str]) -> dict:
+    """Cold then warm merge-request pipeline of one tree (a git repository on `main`)."""
+    state = tmp / name
+    state.mkdir()
+    repo = state / "repo"
+    subprocess.run(["git", "clone", "-q", str(source), str(repo)], check=True)
+    # the CI image tag is derived data (`make ci-image-pin`); a tree whose pin is stale fails verify's
+    # pin test and never reaches train: pin it, so the pipeline measured is a green one
+    tag = subprocess.run(
+        ["make", "--no-print-directory", "ci-image-tag"], cwd=repo, capture_output=True, text=True
+    )
+    if tag.stdout.strip() not in (repo / ".gitlab-ci.yml").read_text():
+        subprocess.run(
+            ["make", "--no-print-directory", "ci-image-pin"], cwd=repo, check=True, capture_output=True
+        )
+        git(repo, "commit", "-qam", "pin the CI image tag")
+    base = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout
+    extra = {"CI_MERGE_REQUEST_DIFF_BASE_SHA": base.strip(), **extra}  # as GitLab sets it for an MR
+    git(repo, "checkout", "-qb", "feature")
+    # a code change every stage depends on (a comment: the code that runs is the tree's, see PYTHONPATH)
+    with (repo / "src/mlops/cli.py").open("a") as f:
+        f.write("# benchmark: a change to code every stage depends on\n")
+    git(repo, "commit", "-qam", "code change")
+    print(f"{name}: cold pipeline ...", file=sys.stderr, flush=True)
+    cold = pipeline(repo, source, state, venv, extra, jobs)
+    print(f"{name}: cold {cold}", file=sys.stderr, flush=True)
+    # a change that touches no stage dependency: the run-cache restores every stage
+    with (repo / "README.md").open("a") as f:
+        f.write("\n<!-- benchmark: a documentation-only change -->\n")
+    git(repo, "commit", "-qam", "docs only")
+    print(f"{name}: warm pipeline ...", file=sys.stderr, flush=True)
+    warm = pipeline(repo, source, state, venv, extra, jobs)
+    print(f"{name}: warm {warm}", file=sys.stderr, flush=True)
+    return {"cold": cold, "warm": warm}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--baseline-ref", default="HEAD", help="git ref of the baseline, or `none` to skip it")
+    ap.add_argument(
+        "--jobs", nargs="+", default=JOBS, help="the jobs to run (default: %(default)s); e.g. train report"
+    )
+    ap.add_argument("--only", choices=["baseline", "current"], default=None, help="run one tree only")
+    ap.add_argument("--var", action="append", default=[], metavar="K=V", help="extra CI variable")
+    ap.add_argument("--keep", type=Path, default=None, help="keep the job logs in this folder")
+    ap.add_argument("--out", type=Path, default=REPO / "benchmarks/ci/results.json")
+    args = ap.parse_args()
+    extra = dict(v.split("=", 1) for v in args.var)
+    venv = Path(sys.executable).parent.parent
+    results: dict = {}
+    with tempfile.TemporaryDirectory(prefix="bench-ci-") as tmp_name:
+        tmp = Path(tmp_name)
+        current = copy_repository(tmp / "current-src")  # tracked and new files, as a CI clone of the change
+        # this tree first: on a busy machine its figures are the ones a partial run must not lose
+        if args.only != "baseline":
+            results["current"] = measure("current", current, tmp, venv, extra, args.jobs)
+        if args.baseline_ref != "none" and args.only != "current":
+            base = baseline_tree(args.baseline_ref, tmp / "base-src")
+            results["baseline"] = measure("baseline", base, tmp, venv, extra, args.jobs)
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for log in tmp.glob("*/gitlab-ci-local-*.log"):
+                log.rename(args.keep / f"{log.parent.name}-{log.name}")
+    last = "current" if "current" in results else "baseline"
+    out = {
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "date": time.strftime("%Y-%m-%d"),
+        "baseline_ref": args.baseline_ref,
+        "jobs": args.jobs,
+        "executor": "gitlab-ci-local 4.73.0, shell executor, --shell-isolation, shared VENV and NODE_MODULES",
+        "results": results,
+        "targets": TARGETS,
+        # the targets are for the whole merge-request pipeline, not for a subset of its jobs
+        "meets_targets": {k: results[last][k.removesuffix("_s")]["total_s"] <= v for k, v in TARGETS.items()}
+        if args.jobs == JOBS
+        else None,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    args.out.with_suffix(".md").write_text(markdown(out))
+    print(args.out.with_suffix(".md").read_text())
+    return 0
+
+
+def markdown(out: dict) -> str:
+    res = out["results"]
+    cols = [(v, s) for v in ("baseline", "current") if v in res for s in ("cold", "warm")]
+    head = " | ".join(f"{v} {s}" for v, s in cols)
+    lines = [
+        "# Merge-request pipeline feedback time (gitlab-ci-local)",
+        "",
+        f"{out['date']}, {out['machine']['cpus']} CPUs, Python {out['machine']['python']}; {out['executor']}. "
+        f"Baseline: `{out['baseline_ref']}` in the same run. Jobs run: {', '.join(out['jobs'])} (the "
+        "merge-request pipeline is verify -> train -> report; a subset was run with `--jobs`). "
+        "Reproduce: `make bench-ci`.",
+        "",
+        f"| wall time (s) | {head} |",
+        "|---|" + "---|" * len(cols),
+    ]
+    for job in [*out["jobs"], "total"]:
+        cells = []
+        for v, s in cols:
+            r = res[v][s]
+            cells.append(str(r["total_s"] if job == "total" else r["jobs_s"].get(job, "–")))
+        lines.append(f"| {job} | {' | '.join(cells)} |")
+    verdicts = " | ".join(
+        ",".join(f"{j}:{x}" for j, x in res[v][s]["verdicts"].items()) or "–" for v, s in cols
+    )
+    lines.append(f"| verdicts | {verdicts} |")
+    lines += [
+        "",
+        f"Targets: cold ≤ {out['targets']['cold_s']:.0f} s, warm ≤ {out['targets']['warm_s']:.0f} s; "
+        f"met: {out['meets_targets'] if out['meets_targets'] is not None else 'n/a (a subset of the jobs)'}.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

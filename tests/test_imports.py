@@ -1,0 +1,46 @@
+"""Each entry point imports only what it runs (a pipeline stage pays for its imports on every `dvc repro`):
+importing a module loads none of the heavy libraries it does not need at import time. Each case runs in
+a fresh interpreter, so nothing imported by other tests hides a regression."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+HEAVY = ("pydantic", "torch", "pandas", "numpy", "sklearn", "mlflow", "matplotlib", "pandera", "onnxruntime")
+CASES = {
+    # `mlops --help` and usage errors: argparse only (params are loaded once a command runs)
+    "from mlops.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass": {
+        "pydantic",
+        "torch",
+        "pandas",
+        "numpy",
+        "mlflow",
+    },
+    # the metrics are numpy: scikit-learn is only the tests' reference
+    "import mlops.metrics": {"sklearn", "torch", "pandas", "mlflow"},
+    "import mlops.evaluate": {"sklearn", "mlflow", "matplotlib", "pandera"},
+    # the gate loads torch and pandas in run(); `mlops report` renders its markdown without them
+    "import mlops.gate": {"sklearn", "torch", "pandas", "mlflow", "matplotlib"},
+    "import mlops.report": {"sklearn", "torch", "mlflow", "matplotlib", "onnxruntime"},
+    # pandera only explains a table that fails the fast check
+    "import mlops.validate": {"pandera", "torch", "sklearn", "mlflow"},
+    # MLflow loads when the run is logged, not at import
+    "import mlops.train": {"mlflow", "sklearn", "matplotlib", "pandera"},
+}
+
+
+@pytest.mark.parametrize("code", list(CASES), ids=[c.splitlines()[0] for c in CASES])
+def test_import_loads_no_library_it_does_not_use(code):
+    probe = f"{code}\nimport json, sys\nprint(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
+    proc = subprocess.run(
+        [sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    loaded = set(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert not loaded & CASES[code], f"{code!r} loaded {sorted(loaded & CASES[code])}"
