@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 PHONY_INTERNAL := pipeline-ci release-ci promote-ci
-.PHONY: $(PHONY_INTERNAL) ci-promote help install install-dev system-packages run test lint ci-verify ci-test-e2e ci-test-docker ci-image ci-image-tag ci-image-pin ci-image-publish registry-login ci-train ci-retrain ci-report ci-release fingerprint ingest validate featurize train evaluate gate register report bench-pipeline serve docker-build bench-serving clean chart-check docker-build-fetch oip-clients rehearse
+.PHONY: $(PHONY_INTERNAL) ci-promote help install install-dev system-packages run test lint ci-verify ci-test-e2e ci-test-docker ci-image ci-image-tag ci-image-pin ci-image-publish registry-login ci-train ci-retrain ci-report ci-release fingerprint ingest validate featurize train evaluate gate register report drift bench-pipeline bench-ci serve docker-build bench-serving clean chart-check monitoring-check docker-build-fetch docker-build-monitor oip-clients rehearse training-job-stage kfp-pipeline
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ register: install ## register models/ in the MLflow registry, alias candidate (r
 report: install ## write the review report to reports/review/ (POST=1: also comment on the merge request)
 	mlops report $(if $(POST),--post)
 
+drift: install ## drift of logs/predictions vs the training split -> reports/drift/ (exit 7 on drift)
+	mlops drift
+
 system-packages: ## install the Debian packages the tests need (root), or print the command and stop (exit 3)
 	@tools/system-packages.sh
 
@@ -72,8 +75,11 @@ test: system-packages install-dev ## run the whole test suite (unit, data, model
 lint: install-dev ## every pre-commit hook on every file (ruff, YAML, CI schemas, actionlint, hadolint, secrets)
 	$(BIN)/pre-commit run --all-files --show-diff-on-failure
 
-bench-pipeline: install-dev ## benchmark: cold and no-op dvc repro, train loop vs bare torch loop
+bench-pipeline: install-dev ## benchmark: cold/no-op dvc repro, per-stage wall and import time, mlops --help, vs the last commit
 	$(BIN)/python benchmarks/pipeline/bench.py --out benchmarks/pipeline/results.json
+
+bench-ci: install-dev ## benchmark: the merge-request pipeline (gitlab-ci-local) cold and warm, vs the last commit
+	$(BIN)/python benchmarks/ci/mr_pipeline.py --out benchmarks/ci/results.json
 
 serve: install ## serve models/ over the Open Inference Protocol on 127.0.0.1:8080 (params.yaml `serve`)
 	$(BIN)/mlops serve --model-dir models --port $(or $(PORT),8080)
@@ -91,11 +97,29 @@ docker-build-fetch: ## build the fetch-model init container image (Dockerfile.fe
 	docker build --network host -f Dockerfile.fetch --build-arg BASE_IMAGE=$(or $(BASE_IMAGE),python:3.11-slim-bookworm) \
 		--build-arg WHEELS=$(or $(WHEELS),index) -t $(or $(FETCH_IMAGE),mlops-fetch:dev) .
 
+docker-build-monitor: ## build the drift job / retrain webhook image (Dockerfile.monitor; MONITOR_IMAGE, BASE_IMAGE, WHEELS)
+	docker build --network host -f Dockerfile.monitor --build-arg BASE_IMAGE=$(or $(BASE_IMAGE),python:3.11-slim-bookworm) \
+		--build-arg WHEELS=$(or $(WHEELS),index) -t $(or $(MONITOR_IMAGE),mlops-monitor:dev) .
+
 oip-clients: install-dev ## build the KServe SDK's OIP client virtualenv the serving tests use (cached; ~3 min once)
 	$(BIN)/python tests/serve/oip_clients/toolenv.py
 
-chart-check: install-dev ## render the chart for every env, ci/ scenario and Argo CD Application; validate strictly
-	$(BIN)/pytest tests/deploy/test_chart.py tests/deploy/test_argocd.py $(PYTEST_ARGS)
+chart-check: install-dev ## render the charts for every env, ci/ scenario and Argo CD Application; validate strictly
+	$(BIN)/pytest tests/deploy/test_chart.py tests/deploy/test_argocd.py tests/deploy/test_training_chart.py $(PYTEST_ARGS)
+
+monitoring-check: install-dev ## Prometheus rules (promtool check + unit tests), dashboard PromQL, chart objects, Alertmanager (amtool, live routing)
+	promtool check config monitoring/prometheus/prometheus.yml
+	promtool test rules monitoring/tests/*.test.yaml
+	amtool check-config monitoring/alertmanager/alertmanager.yml
+	$(BIN)/pytest tests/monitoring $(PYTEST_ARGS)
+
+training-job-stage: install ## regenerate charts/training-job/files/train-stage.json from dvc.yaml (train's cmd, data deps)
+	$(BIN)/mlops dvc-stage train --out charts/training-job/files/train-stage.json
+
+KFP_PIPELINE ?= build/pipeline.yaml
+kfp-pipeline: install ## compile dvc.yaml to a Kubeflow Pipelines definition (KFP_PIPELINE, PIPELINE_IMAGE; kfp in its own cached venv)
+	$(BIN)/mlops kfp-compile --out $(KFP_PIPELINE) $(if $(PIPELINE_IMAGE),--image $(PIPELINE_IMAGE)) \
+		--kfp-python "$$($(BIN)/python tests/serve/oip_clients/toolenv.py tests/orchestrate/kfp-requirements.txt kfp-compiler)"
 
 rehearse: install-dev ## deploy rehearsal of ENV (default staging): register, promote, run the rendered pod under Docker, rollback, again
 	MLOPS_REHEARSE_ENV=$(or $(ENV),staging) $(BIN)/pytest tests/e2e/test_rehearse.py -p no:cacheprovider $(PYTEST_ARGS)
@@ -130,8 +154,18 @@ endef
 #   ci-verify      lint + fast tests                       (the CI image)
 #   ci-test-e2e    slow and end-to-end tests, no Docker    (the CI image)
 #   ci-test-docker tests that start their own dockerd      (the CI image on a privileged runner)
-ci-verify: install-dev ## CI job verify: lint and the fast tests
-	$(MAKE) lint
+# A merge request's verify lints the files it changes (MLOPS_DIFF_BASE: its base commit; main's pipeline
+# linted the rest); every file when it touches the hooks or their pins, or where no base is known (main,
+# a schedule, Jenkins). Whole-repository hooks such as groovy-lint (a JVM start) then run only when due.
+LINT_ALL_WHEN := ^(\.pre-commit-config\.yaml|pyproject\.toml|tools/package(-lock)?\.json|\.secrets\.baseline)$$
+define lint_scope
+if [ -n "$$MLOPS_DIFF_BASE" ] && git cat-file -e "$$MLOPS_DIFF_BASE^{commit}" 2>/dev/null \
+	&& ! git diff --name-only "$$MLOPS_DIFF_BASE" HEAD | grep -qE '$(LINT_ALL_WHEN)'; then \
+	echo "--from-ref $$MLOPS_DIFF_BASE --to-ref HEAD"; else echo "--all-files"; fi
+endef
+
+ci-verify: install-dev ## CI job verify: lint (a merge request: the files it changes) and the fast tests
+	$(BIN)/pre-commit run $$($(lint_scope)) --show-diff-on-failure
 	$(BIN)/pytest -m "not e2e and not slow and not docker" $(PYTEST_ARGS)
 
 ci-test-e2e: install-dev ## CI job test-e2e: the slow and end-to-end tests (real servers, pipelines, gitlab-ci-local)
@@ -142,7 +176,7 @@ ci-test-docker: install-dev ## CI job test-docker: image build/run and deploy re
 
 # The CI image (Dockerfile.ci), tagged by the hash of what it is built from.
 CI_IMAGE_HASH := $(shell cat Dockerfile.ci pyproject.toml tools/package.json tools/package-lock.json tools/system-packages.sh \
-	tests/serve/oip_clients/kserve-requirements.txt tests/serve/oip_clients/toolenv.py 2>/dev/null | sha1sum | cut -c1-12)
+	tests/serve/oip_clients/kserve-requirements.txt tests/serve/oip_clients/toolenv.py tests/orchestrate/kfp-requirements.txt 2>/dev/null | sha1sum | cut -c1-12)
 CI_IMAGE ?= mlops-ci:$(CI_IMAGE_HASH)
 
 ci-image: ## build the CI image (CI_IMAGE=mlops-ci:<hash of its inputs>; skipped when it exists)
@@ -184,11 +218,13 @@ pipeline-ci:
 	dvc repro
 	$(push_if_remote)
 
-ci-retrain: install ## CI job retrain (schedule): re-fingerprint the source, rerun what changed (gate included), push
-	$(use_ci_remote)
-	@dvc pull --run-cache --allow-missing || echo "ci: nothing restored from the DVC remote: stages will run"
-	dvc repro
-	$(push_if_remote)
+# Retraining never deploys by itself: the job reproduces the pipeline (gate included) and opens a review
+# merge request from retrain/<date>; only its merge registers and promotes (main's pipeline). Started by
+# the schedule, by hand, or by `mlops trigger-retrain` (drift job, Alertmanager) with MLOPS_RETRAIN_REASON.
+ci-retrain: install ## CI job retrain (schedule, dispatch, trigger): re-fingerprint, reproduce (gate included), push, open the review merge request retrain/<date>
+	$(MAKE) --no-print-directory pipeline-ci
+	@if [ -n "$$PROMOTE_PUSH_URL" ]; then git remote set-url --push origin "$$PROMOTE_PUSH_URL"; fi
+	mlops retrain-mr --reason "$${MLOPS_RETRAIN_REASON:-scheduled retrain}"
 
 ci-report: install ## CI job report: write the review report, post or update the merge-request comment
 	mlops report --post
@@ -201,12 +237,17 @@ release-ci:
 	@if [ "$$CI" = "true" ] && [ -z "$$MLFLOW_TRACKING_URI" ]; then \
 		echo "ci-release: error: MLFLOW_TRACKING_URI is not set: in CI the model must be registered in the team's MLflow server, not a throwaway local store (set the CI secret)" >&2; \
 		exit 2; fi
+	$(use_ci_remote)
+	@# the drift reference (reference.parquet in the model version) is sampled from the training rows
+	@dvc pull --allow-missing data/raw/data.parquet data/processed/train.parquet \
+		|| echo "ci-release: training data not restored from the DVC remote: registered without a drift reference"
 	mlops register
 	@if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then \
 		echo "ci-release: no Docker engine on this runner: serving image not built"; \
 	elif [ -z "$$IMAGE_REGISTRY" ]; then \
 		$(SERVE_BUILD) -t mlops-serve:$$(git rev-parse --short HEAD) . && \
 		$(SERVE_BUILD) -f Dockerfile.fetch -t mlops-fetch:$$(git rev-parse --short HEAD) . && \
+		$(SERVE_BUILD) -f Dockerfile.monitor -t mlops-monitor:$$(git rev-parse --short HEAD) . && \
 		echo "ci-release: IMAGE_REGISTRY is not set: images built, not pushed"; \
 	else \
 		$(subst @,,$(registry_login)) && \
@@ -214,6 +255,8 @@ release-ci:
 		docker push $$IMAGE_REGISTRY/mlops-serve:$$(git rev-parse --short HEAD) && \
 		$(SERVE_BUILD) -f Dockerfile.fetch -t $$IMAGE_REGISTRY/mlops-fetch:$$(git rev-parse --short HEAD) . && \
 		docker push $$IMAGE_REGISTRY/mlops-fetch:$$(git rev-parse --short HEAD) && \
+		$(SERVE_BUILD) -f Dockerfile.monitor -t $$IMAGE_REGISTRY/mlops-monitor:$$(git rev-parse --short HEAD) . && \
+		docker push $$IMAGE_REGISTRY/mlops-monitor:$$(git rev-parse --short HEAD) && \
 		{ docker manifest inspect "$$IMAGE_REGISTRY/$(CI_IMAGE)" >/dev/null 2>&1 || \
 		  { $(CI_IMAGE_BUILD) -t "$$IMAGE_REGISTRY/$(CI_IMAGE)" . && docker push "$$IMAGE_REGISTRY/$(CI_IMAGE)"; }; }; \
 	fi

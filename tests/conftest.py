@@ -244,7 +244,10 @@ def copy_repository(dest: Path) -> Path:
     ).stdout.split("\0")
     for name in filter(None, listed):
         src = REPO / name
-        if src.is_file():
+        if src.is_symlink():  # a clone keeps links as links (monitoring/ links into the chart)
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            (dest / name).symlink_to(os.readlink(src))
+        elif src.is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
     for cmd in (

@@ -11,7 +11,6 @@ import pytest
 
 from mlops import featurize
 from mlops import splits as split_lib
-from mlops.config import FeaturizeParams
 from mlops.errors import DataError
 from mlops.features import MISSING, Preprocessor
 
@@ -63,14 +62,13 @@ def test_appending_rows_moves_no_existing_row(pipeline, params):
     )
 
 
-def test_the_seed_salts_the_hash(pipeline):
+def test_the_seed_salts_the_hash(pipeline, params):
     ids = pd.read_parquet(pipeline.raw)["customer_id"]
     a, b = (split_lib.assign(ids, seed, 0.2, 0.1) for seed in (1, 2))
     assert (a != b).mean() > 0.2
+    too_big = params.featurize.model_copy(update={"seed": 0, "test_size": 0.6, "valid_size": 0.5})
     with pytest.raises(DataError, match="test_size \\+ valid_size must be below 1"):
-        featurize.split(
-            pd.DataFrame({"id": [1]}), "id", FeaturizeParams(seed=0, test_size=0.6, valid_size=0.5)
-        )
+        featurize.split(pd.DataFrame({"id": [1]}), "id", too_big)
 
 
 def test_preprocessing_fitted_on_train_only(splits, pipeline):

@@ -43,11 +43,11 @@ def expected() -> pd.DataFrame:
 
 def test_demo_source(params, tmp_path):
     out = tmp_path / "raw.parquet"
-    frame = ingest.run(params.ingest, out)
+    assert ingest.run(params.ingest, out) == 7043
+    frame = pd.read_parquet(out)
     assert frame.shape == (7043, 21)
     assert frame["customer_id"].is_unique and "rownames" not in frame.columns
     assert frame["total_charges"].isna().sum() == 11  # the demo's blanks survive ingest
-    pd.testing.assert_frame_equal(pd.read_parquet(out), frame)
 
 
 @pytest.mark.parametrize("suffix", ["csv", "parquet"])
@@ -281,3 +281,31 @@ def test_fingerprint_stage_writes_a_deterministic_file(params, tmp_path):
     first = out.read_bytes()
     fingerprint.run(params.ingest, out)
     assert out.read_bytes() == first
+
+
+def test_parquet_dataset_directory_is_streamed_and_fingerprinted(tmp_path):
+    """A directory of Parquet files (as Spark or a data lake writes it) is one table: every file's rows,
+    renamed, written without a pandas frame; its fingerprint changes when a file is added."""
+    import pyarrow.parquet as pq
+
+    src = tmp_path / "lake"
+    src.mkdir()
+    for i in range(3):
+        TABLE.iloc[[i]].to_parquet(src / f"part-{i}.parquet", index=False)
+    (src / "_SUCCESS").write_text("")  # a writer's marker file is not data
+    before = sources.fingerprint_file(FileSource(uri=str(src), format="auto"))
+    assert before["files"] == 3 and before["bytes"] > 0
+    out = tmp_path / "raw.parquet"
+    assert ingest.run(file_params(str(src)), out) == 3
+    got = pd.read_parquet(out).sort_values("customer_id").reset_index(drop=True)
+    pd.testing.assert_frame_equal(got, expected())
+    assert pq.ParquetFile(out).schema_arrow.metadata is None  # no stale per-file pandas index metadata
+    pd.concat([TABLE.iloc[[0]].assign(rownames=4)]).to_parquet(src / "part-3.parquet", index=False)
+    after = sources.fingerprint_file(FileSource(uri=str(src), format="auto"))
+    assert after["files"] == 4 and after["md5"] != before["md5"]
+    other = tmp_path / "other"
+    other.mkdir()
+    pd.DataFrame({"a": [1]}).to_parquet(other / "p.parquet", index=False)
+    with pytest.raises(DataError, match=r"ingest.rename: source has no column 'rownames'"):
+        ingest.run(file_params(str(other)), tmp_path / "o.parquet")
+    assert not (tmp_path / "o.parquet").exists()  # nothing half-written

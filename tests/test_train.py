@@ -14,8 +14,20 @@ from mlops import model as model_lib
 
 def test_model_files_and_metadata_contract(pipeline, params):
     meta = json.loads((pipeline.models / "model.json").read_text())
-    assert sorted(p.name for p in pipeline.models.iterdir()) == ["model.json", "model.safetensors"]
+    assert sorted(p.name for p in pipeline.models.iterdir()) == [
+        "model.json",
+        "model.onnx",
+        "model.safetensors",
+    ]
     assert meta["weights"]["sha256"] == files.file_digest(pipeline.models / "model.safetensors")
+    assert meta["onnx"] == {
+        "file": "model.onnx",
+        "sha256": files.file_digest(pipeline.models / "model.onnx"),
+        "opset": params.train.onnx.opset,
+        "exporter": params.train.onnx.exporter,
+        "input": "x",
+        "output": "probability",
+    }
     assert meta["data_md5"] == files.file_digest(pipeline.raw, "md5")
     assert [f["name"] for f in meta["features"]] == params.schema_.features
     contract = next(f for f in meta["features"] if f["name"] == "contract")
@@ -35,7 +47,6 @@ def test_weights_are_safetensors_with_the_format_tag(pipeline):
     """The weights parse as safetensors (no code) and carry the format tag model.load checks. That nothing
     on the serving path unpickles is tested by tests/registry/test_no_pickle.py (an audit and a planted,
     live pickle payload)."""
-    assert sorted(p.name for p in pipeline.models.iterdir()) == ["model.json", "model.safetensors"]
     with safe_open(str(pipeline.models / "model.safetensors"), framework="pt") as f:  # parses, no code
         assert f.metadata() == {"format": model_lib.FORMAT}
 
@@ -63,6 +74,7 @@ def test_two_runs_give_byte_identical_weights(pipeline, params, tmp_path):
     again = train.run(params.train, pipeline.processed, tmp_path / "b", "hash", {})
     assert meta["weights"]["sha256"] == again["weights"]["sha256"]
     assert (tmp_path / "a/model.safetensors").read_bytes() == (tmp_path / "b/model.safetensors").read_bytes()
+    assert (tmp_path / "a/model.onnx").read_bytes() == (tmp_path / "b/model.onnx").read_bytes()
     # and the same as the pipeline's own run of the same params
     assert (
         meta["weights"]["sha256"]
@@ -127,7 +139,7 @@ def test_run_is_tracked_in_mlflow(pipeline, params):
     history = mlflow.tracking.MlflowClient().get_metric_history(run.info.run_id, "valid_loss")
     assert [m.step for m in history] == list(range(1, meta["training"]["epochs_run"] + 1))
     artifacts = {a.path for a in mlflow.tracking.MlflowClient().list_artifacts(run.info.run_id, "model")}
-    assert artifacts == {"model/model.json", "model/model.safetensors"}
+    assert artifacts == {"model/model.json", "model/model.safetensors", "model/model.onnx"}
 
 
 def test_tensorboard_logs_behind_a_param(pipeline, params, tmp_path):
@@ -143,3 +155,49 @@ def test_missing_inputs_are_data_errors(params, tmp_path):
     with pytest.raises(DataError, match="preprocess.json: cannot read preprocessing state"):
         train.run(params.train, tmp_path, tmp_path / "m", "hash", {})
     assert not (tmp_path / "m").exists()
+
+
+def test_onnx_export_scores_as_the_network_for_every_batch_size(pipeline):
+    """model.onnx (ONNX Runtime, dynamic batch axis) gives the torch network's probabilities."""
+    import numpy as np
+
+    from mlops import runtime
+
+    torch_model, onnx_model = model_lib.load(pipeline.models), runtime.load_onnx(pipeline.models)
+    x = np.random.default_rng(0).normal(size=(300, torch_model.preprocessor.width)).astype(np.float32)
+    for rows in (1, 7, 64, 300):
+        got, want = onnx_model.forward(x[:rows]), torch_model.forward(x[:rows])
+        assert got.shape == (rows,) and got.dtype == np.float64
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("activation", ["gelu", "tanh"])
+def test_both_exporters_export_every_activation(activation, tmp_path):
+    """The torchscript and dynamo exporters both give ONNX Runtime graphs that match torch."""
+    import numpy as np
+    import torch
+
+    from mlops import runtime
+
+    torch.manual_seed(0)
+    net = model_lib.MLP(6, [8, 4], activation, 0.2).eval()
+    meta = {"architecture": {"input_dim": 6, "hidden": [8, 4], "activation": activation, "dropout": 0.2}}
+    x = np.random.default_rng(1).normal(size=(16, 6)).astype(np.float32)
+    for exporter in ("torchscript", "dynamo"):
+        out = tmp_path / exporter
+        saved = model_lib.save(out, net, meta, exporter=exporter, opset=18)
+        assert saved["onnx"]["exporter"] == exporter
+        session = runtime.onnx_session((out / "model.onnx").read_bytes(), threads=1)
+        got = session.run(None, {"x": x})[0]
+        with torch.inference_mode():
+            want = torch.sigmoid(net(torch.from_numpy(x))).numpy()
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+
+
+def test_exporter_none_writes_no_onnx_file(tmp_path):
+    net = model_lib.MLP(3, [4]).eval()
+    meta = {"architecture": {"input_dim": 3, "hidden": [4], "activation": "relu", "dropout": 0.0}}
+    model_lib.save(tmp_path, net, meta, exporter="torchscript")
+    saved = model_lib.save(tmp_path, net, meta, exporter="none")
+    assert saved["onnx"] is None and not (tmp_path / "model.onnx").exists()

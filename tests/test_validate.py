@@ -84,3 +84,33 @@ def test_unreadable_table_is_a_data_error(tmp_path, params):
         validate.run(params.schema_, 5, bad, tmp_path / "v.json")
     with pytest.raises(DataError, match="file not found"):
         validate.run(params.schema_, 5, tmp_path / "absent.parquet", tmp_path / "v.json")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda f: None,
+        setv([3, 7], "contract", "Lifetime"),
+        setv([5], "tenure", -3),
+        setv([0], "monthly_charges", np.nan),
+        setv([9], "churn", "Maybe"),
+        setv([1], "customer_id", 1),
+        lambda f: f.__setitem__("tenure", f["tenure"] + 0.5),
+        lambda f: f.drop(columns=["contract"], inplace=True),
+        lambda f: f.__setitem__("total_charges", f["total_charges"].astype(str)),
+        lambda f: f.drop(index=f.index[50:], inplace=True),
+    ],
+    ids=["clean", "category", "range", "null", "label", "duplicate", "integer", "missing", "dtype", "rows"],
+)
+def test_fast_check_agrees_with_pandera(raw, params, change):
+    """`passes` (no pandera import) accepts exactly the tables pandera accepts."""
+    import pandera.pandas as pa
+
+    frame = raw.copy()
+    change(frame)
+    try:
+        validate.build_schema(params.schema_).validate(frame, lazy=True)
+        pandera_passes = True
+    except pa.errors.SchemaErrors:
+        pandera_passes = False
+    assert validate.passes(frame, params.schema_) is pandera_passes

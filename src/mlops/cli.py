@@ -1,7 +1,8 @@
 """cli: the only entry point, `mlops <command>`. Parses arguments, loads params, sets up logging.
 
 Exit codes: 0 ok; 1 unexpected; 2 usage or config error; 3 data error; 4 gate failed; 5 model missing
-or not ready; 6 promotion refused or checksum mismatch. An expected error prints one line naming the
+or not ready; 6 promotion refused or checksum mismatch; 7 drift over the params.yaml `drift` thresholds
+(`mlops drift`). An expected error prints one line naming the
 file, key or column at fault; a traceback only with --debug.
 """
 
@@ -14,10 +15,13 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mlops import __version__
-from mlops.config import Params, load_params
 from mlops.errors import MlopsError
+
+if TYPE_CHECKING:  # pydantic costs ~0.3 s: `mlops --help` and usage errors do without it
+    from mlops.config import Params
 
 log = logging.getLogger("mlops")
 
@@ -76,8 +80,14 @@ def cmd_featurize(args: argparse.Namespace, params: Params) -> None:
 
 
 def cmd_train(args: argparse.Namespace, params: Params) -> None:
-    from mlops import train
+    from mlops import distributed, train
     from mlops.files import json_digest
+
+    if distributed.wants_launch(params.train):  # train.distributed.nproc_per_node > 1: under torchrun
+        code = distributed.launch(params.train, args.argv)
+        if code:
+            raise MlopsError(f"torchrun: training processes failed (exit {code}); see the rank logs above")
+        return
 
     used = {name: params.section(name) for name in ("schema", "featurize", "train")}
     train.run(
@@ -100,8 +110,19 @@ def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
 def cmd_serve(args: argparse.Namespace, params: Params) -> None:
     from mlops import serve
 
+    settings = params.serve
+    if args.prediction_log_dir is not None or args.prediction_log_rate is not None:
+        # the chart sets where the log goes per environment (the drift CronJob reads the same place)
+        log_params = settings.prediction_log.model_copy(
+            update={
+                k: v
+                for k, v in (("dir", args.prediction_log_dir), ("rate", args.prediction_log_rate))
+                if v is not None
+            }
+        )
+        settings = settings.model_copy(update={"prediction_log": log_params})
     serve.run(
-        params.serve,
+        settings,
         args.model_dir,
         host=args.host,
         port=args.port,
@@ -124,6 +145,7 @@ def cmd_gate(args: argparse.Namespace, params: Params) -> None:
         args.markdown,
         fail=not args.no_fail,
         timings_path=args.timings,
+        backend=params.serve.backend,
     )
     if args.json:
         print(json.dumps({"passed": result["passed"], "failed": result["failed"]}, sort_keys=True))
@@ -140,6 +162,9 @@ def cmd_register(args: argparse.Namespace, params: Params) -> None:
         params.train.experiment,
         name=args.name,
         allow_failed=args.allow_failed,
+        reference_from=(args.data, args.train),
+        reference_rows=params.drift.reference_rows,
+        seed=params.drift.seed,
     )
     if args.json:
         print(json.dumps(result, sort_keys=True))
@@ -211,6 +236,89 @@ def cmd_rehearse(args: argparse.Namespace, params: Params | None) -> None:
         print(json.dumps(result, sort_keys=True))
 
 
+def cmd_trigger_retrain(args: argparse.Namespace, params: Params) -> None:
+    from mlops.monitor import trigger, webhook
+
+    if args.listen:
+        webhook.serve(params.retrain, args.listen)
+        return
+    result = trigger.trigger_retrain(params.retrain, args.reason)
+    if args.json:
+        print(json.dumps(result.__dict__, sort_keys=True))
+    else:
+        print(f"mlops trigger-retrain: {result.message}" + (f" ({result.url})" if result.url else ""))
+
+
+def cmd_retrain_mr(args: argparse.Namespace, params: Params) -> None:
+    from mlops.monitor import retrain_mr
+
+    result = retrain_mr.open_retrain_mr(args.repo, args.reason, params.retrain.ref, push=not args.no_push)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+
+
+def cmd_drift(args: argparse.Namespace, params: Params) -> None:
+    from mlops.errors import DriftDetected
+    from mlops.monitor import drift
+
+    def show(summary: dict) -> None:
+        if args.json:
+            keys = ("status", "drifted_features", "share_drifted_features")
+            print(json.dumps({k: summary[k] for k in keys}))
+
+    try:
+        summary = drift.run(
+            params,
+            args.log_dir,
+            args.reference,
+            args.out_dir,
+            window_hours=args.window_hours,
+            push_url=args.push_url,
+            metrics_file=args.metrics_file,
+            trigger=args.trigger,
+            data=args.data,
+        )
+    except DriftDetected as e:  # exit 7 still prints the verdict
+        show(e.summary)  # type: ignore[attr-defined]
+        raise
+    show(summary)
+
+
+def cmd_dvc_stage(args: argparse.Namespace, params: Params | None) -> None:
+    from mlops.files import write_bytes
+    from mlops.orchestrate import dag
+
+    record = json.dumps(dag.load(args.dvc_yaml).record(args.stage), indent=2) + "\n"
+    if args.out:
+        write_bytes(args.out, record.encode())
+    else:
+        print(record, end="")
+
+
+def cmd_kfp_compile(args: argparse.Namespace, params: Params | None) -> None:
+    from mlops.orchestrate import dag, kfp_spec
+
+    pipeline = dag.load(args.dvc_yaml)
+    spec = kfp_spec.pipeline_spec(pipeline, args.image or kfp_spec.DEFAULT_IMAGE, args.project_dir)
+    kfp_spec.compile_pipeline(spec, args.out, args.kfp_python)
+
+
+def cmd_kfp_step(args: argparse.Namespace, params: Params | None) -> None:
+    from mlops.orchestrate import step
+
+    step.run(
+        args.stage,
+        args.cmd,
+        project=args.project,
+        pull=args.pull,
+        upstream_locks=args.upstream_lock,
+        lock_out=args.lock_out,
+        remote_url=args.remote_url,
+        mlflow_tracking_uri=args.mlflow_tracking_uri,
+        workspace=args.workspace,
+    )
+
+
 # Default paths of the options several commands share: the paths declared in dvc.yaml (one place).
 PATHS = {
     "--data": "data/raw/data.parquet",
@@ -222,6 +330,17 @@ PATHS = {
     "--plots-dir": "reports/plots",
     "--gate": "reports/gate.json",
 }
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a number in [0, 1]."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a number from 0 to 1")
+    return value
 
 
 def add_paths(parser: argparse.ArgumentParser, *options: str) -> None:
@@ -285,6 +404,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="version reported by the API and /metrics (default: env MLOPS_MODEL_VERSION, else the "
         "first 12 hex digits of the weights sha256)",
     )
+    p.add_argument(
+        "--prediction-log-dir",
+        default=None,
+        help="where the prediction log goes: a directory or fsspec URL (default: params.yaml "
+        "serve.prediction_log.dir)",
+    )
+    p.add_argument(
+        "--prediction-log-rate",
+        type=_fraction,
+        default=None,
+        help="fraction of requests logged, 0..1 (default: params.yaml serve.prediction_log.rate)",
+    )
 
     p = add(
         "gate",
@@ -315,7 +446,14 @@ def build_parser() -> argparse.ArgumentParser:
         cmd_register,
         "register models/ in the MLflow registry, alias `candidate` (exit 6 if the gate did not pass)",
     )
-    add_paths(p, "--model-dir", "--gate", "--metrics")
+    add_paths(p, "--model-dir", "--gate", "--metrics", "--data")
+    p.add_argument(
+        "--train",
+        type=Path,
+        default=Path("data/processed/train.parquet"),
+        help="training split: a sample of its raw rows (from --data) becomes the version's drift "
+        "reference, reference.parquet (default %(default)s)",
+    )
     p.add_argument("--dvc-lock", type=Path, default=Path("dvc.lock"))
     p.add_argument("--name", default=None, help="registered model name (default: the name in model.json)")
     p.add_argument(
@@ -417,6 +555,88 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--timeout", type=float, default=180.0, help="seconds until ready (default %(default)s)")
     p.add_argument("--json", action="store_true", help="print the rehearsal's result as JSON on stdout")
+
+    p = add(
+        "trigger-retrain",
+        cmd_trigger_retrain,
+        "start the retrain pipeline in CI (params.yaml `retrain`; a no-op within the cooldown), or "
+        "--listen for Alertmanager webhooks",
+    )
+    how = p.add_mutually_exclusive_group(required=True)
+    how.add_argument("--reason", help="why retrain now (shown in the CI run and the merge request)")
+    how.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        help="serve POST /alertmanager (Alertmanager webhook v4) and GET /healthz until SIGTERM",
+    )
+    p.add_argument("--json", action="store_true", help="print {triggered, provider, message, url} on stdout")
+
+    p = add(
+        "retrain-mr",
+        cmd_retrain_mr,
+        "after `dvc repro` in the retrain job: commit dvc.lock and the changed tracked files to "
+        "retrain/<date>, push, open the review merge request (nothing changed: nothing to do)",
+    )
+    p.add_argument("--reason", required=True, help="why this retrain ran (the merge request says it)")
+    p.add_argument("--repo", type=Path, default=Path("."), help="git checkout (default .)")
+    p.add_argument(
+        "--no-push", action="store_true", help="commit the branch locally; no push, no merge request"
+    )
+    p.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout")
+
+    p = add(
+        "drift",
+        cmd_drift,
+        "compare a window of logged predictions with the training reference (Evidently): report, "
+        "summary, metrics; exit 7 on drift over params.yaml `drift`, 0 with insufficient data",
+    )
+    p.add_argument(
+        "--log-dir",
+        default="logs/predictions",
+        help="prediction log: directory or fsspec URL (serve.prediction_log.dir; default %(default)s)",
+    )
+    p.add_argument(
+        "--reference",
+        default="data/processed/train.parquet",
+        help="reference.parquet of the served model (raw features), or an encoded split joined with "
+        "--data (default %(default)s)",
+    )
+    add_paths(p, "--data")
+    p.add_argument("--out-dir", type=Path, default=Path("reports/drift"))
+    p.add_argument("--window-hours", type=float, default=None, help="default: params.yaml drift.window_hours")
+    p.add_argument("--push-url", default=None, help="Pushgateway URL (default: params.yaml drift.push_url)")
+    p.add_argument(
+        "--metrics-file", type=Path, default=None, help="also write the metrics (text format) here"
+    )
+    p.add_argument(
+        "--trigger", action="store_true", help="call the retrain trigger on drift (params.yaml `retrain`)"
+    )
+    p.add_argument("--json", action="store_true", help="print {status, drifted_features, share} on stdout")
+
+    # orchestration (mlops/orchestrate): dvc.yaml as a Kubeflow Pipelines definition and TrainJob input
+    p = add("dvc-stage", cmd_dvc_stage, "a dvc.yaml stage as JSON: cmd, upstream stages, data deps, outs")
+    p.set_defaults(needs_params=False)
+    p.add_argument("stage", help="stage name")
+    p.add_argument("--dvc-yaml", type=Path, default=Path("dvc.yaml"))
+    p.add_argument("--out", type=Path, default=None, help="write here (default: stdout)")
+    p = add("kfp-compile", cmd_kfp_compile, "compile dvc.yaml to a Kubeflow Pipelines definition (IR YAML)")
+    p.set_defaults(needs_params=False)
+    p.add_argument("--out", type=Path, required=True, help="pipeline YAML to write")
+    p.add_argument("--dvc-yaml", type=Path, default=Path("dvc.yaml"))
+    p.add_argument("--image", default=None, help="the project image (default: mlops-pipeline:<version>)")
+    p.add_argument("--project-dir", default="/app", help="the DVC project's path in the image")
+    p.add_argument("--kfp-python", default=None, help="a Python with kfp (default: $MLOPS_KFP_PYTHON, own)")
+    p = add("kfp-step", cmd_kfp_step, "run one DVC stage as a pipeline step: dvc pull, the cmd, dvc push")
+    p.set_defaults(needs_params=False)
+    p.add_argument("--stage", required=True, help="stage name in dvc.yaml")
+    p.add_argument("--project", type=Path, default=Path("."), help="the DVC project to copy (default .)")
+    p.add_argument("--workspace", type=Path, default=None, help="where to run it (default: a new temp dir)")
+    p.add_argument("--pull", action="append", default=[], help="a data dep to dvc pull (repeatable)")
+    p.add_argument("--upstream-lock", type=Path, action="append", default=[], help="an upstream lock entry")
+    p.add_argument("--lock-out", type=Path, required=True, help="write this stage's dvc.lock entry here")
+    p.add_argument("--remote-url", default="", help="DVC remote URL (default: the project's remote)")
+    p.add_argument("--mlflow-tracking-uri", default="", help="MLFLOW_TRACKING_URI for the cmd")
+    p.add_argument("cmd", nargs="+", help="-- then the stage's cmd (must equal dvc.yaml's)")
     return parser
 
 
@@ -437,9 +657,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as e:  # argparse exits 2 on usage errors, 0 on --help
         return int(e.code or 0)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # to start itself again (torchrun)
     setup_logging(args.debug, args.log_json)
     started = time.perf_counter()
     try:
+        from mlops.config import load_params
+
         # commands that need no params (fetch-model runs in an init container without params.yaml)
         params = load_params(args.params) if getattr(args, "needs_params", True) else None
         args.func(args, params)

@@ -131,12 +131,23 @@ class ValidateParams(Section):
     max_examples: PositiveInt
 
 
+class SparkParams(Section):
+    """`featurize.spark`: the Spark session of `featurize.engine: spark` (mlops.featurize_spark)."""
+
+    master: str  # local[N] on one machine, or a cluster URL (spark://..., yarn, k8s://...)
+    driver_memory: str
+    shuffle_partitions: PositiveInt
+    conf: dict[str, str]  # any other spark.* setting
+
+
 class FeaturizeParams(Section):
-    """`featurize`: the seeded stratified split."""
+    """`featurize`: the id-hash split and the engine that computes it."""
 
     seed: int
     test_size: Fraction
     valid_size: Fraction
+    engine: Literal["pandas", "spark"]
+    spark: SparkParams
 
 
 class EarlyStopping(Section):
@@ -144,6 +155,20 @@ class EarlyStopping(Section):
 
     patience: PositiveInt
     min_delta: Annotated[float, Field(ge=0.0)]
+
+
+class DistributedParams(Section):
+    """`train.distributed`: data-parallel training under torchrun (mlops.distributed)."""
+
+    nproc_per_node: PositiveInt  # > 1: `mlops train` starts itself under torchrun with N processes
+    backend: Literal["auto", "gloo", "nccl"]  # auto: gloo on CPU, NCCL on CUDA
+
+
+class OnnxExportParams(Section):
+    """`train.onnx`: the ONNX export (models/model.onnx) that `serve.backend: onnx` serves without torch."""
+
+    exporter: Literal["torchscript", "dynamo", "none"]  # none: no export (serve with backend torch)
+    opset: Annotated[int, Field(ge=13)]  # the ai.onnx opset of the exported graph
 
 
 class TrainParams(Section):
@@ -161,8 +186,11 @@ class TrainParams(Section):
     epochs: PositiveInt
     early_stopping: EarlyStopping
     threads: PositiveInt
+    device: Literal["cpu", "cuda", "auto"]
+    distributed: DistributedParams
     experiment: str
     tensorboard: bool
+    onnx: OnnxExportParams
 
 
 class Slice(Section):
@@ -297,6 +325,12 @@ class LatencyParams(Section):
     threads: PositiveInt
 
 
+class OnnxParityParams(Section):
+    """`gate.onnx_parity`: the ONNX export must score the test split as the torch network does."""
+
+    max_abs_diff: Annotated[float, Field(gt=0.0)]  # max |p_onnx - p_torch| over the test rows
+
+
 class GateParams(Section):
     """`gate`: the rules a candidate model must pass before it may be registered and promoted."""
 
@@ -304,6 +338,7 @@ class GateParams(Section):
     slices: SliceBounds
     champion: ChampionParams
     latency: LatencyParams
+    onnx_parity: OnnxParityParams
     max_model_bytes: PositiveInt
 
     @model_validator(mode="after")
@@ -329,7 +364,8 @@ class ServeParams(Section):
     """`serve`: the Open Inference Protocol model server (throughput, limits, shutdown, prediction log)."""
 
     workers: PositiveInt
-    torch_threads: PositiveInt
+    backend: Literal["onnx", "torch"]  # onnx: models/model.onnx on ONNX Runtime (no torch import)
+    threads: PositiveInt  # intra-op threads per worker (ONNX Runtime or torch)
     max_batch_size: PositiveInt
     max_wait_ms: Annotated[float, Field(ge=0.0)]
     queue_size: PositiveInt
@@ -337,6 +373,71 @@ class ServeParams(Section):
     grace_period_s: Annotated[float, Field(gt=0.0)]
     keep_alive_s: PositiveInt
     prediction_log: PredictionLogParams
+
+
+# ---------------------------------------------------------------- drift (mlops.monitor.drift)
+class StatTest(Section):
+    """One Evidently drift test: its stattest name (`auto`: Evidently picks by dtype and sample size)
+    and its threshold (a p-value for p-value tests, a distance for distance tests)."""
+
+    method: Annotated[str, Field(min_length=1)]
+    threshold: Annotated[float, Field(gt=0.0)]
+
+
+class DriftParams(Section):
+    """`drift`: `mlops drift` compares a window of logged predictions with the training reference."""
+
+    window_hours: Annotated[float, Field(gt=0.0)] | None  # rows logged this long before now; None = all
+    min_rows: PositiveInt  # fewer rows in the window: "insufficient data" (exit 0, no verdict)
+    reference_rows: PositiveInt  # `mlops register` samples at most this many training rows
+    seed: int  # that sample's seed
+    numeric: StatTest  # the test for numeric schema columns
+    categorical: StatTest  # the test for categorical schema columns
+    prediction: StatTest | None  # the test for the logged `probability`; None = not tested
+    share_threshold: Annotated[float, Field(gt=0.0, le=1.0)]  # drift (exit 7) when this share drifts
+    push_url: str | None  # Pushgateway URL (e.g. http://pushgateway:9091); None = no push
+    trigger_retrain: bool  # call the retrain trigger (`retrain`) when drift is detected
+
+
+# ---------------------------------------------------------------- retrain (mlops.monitor.trigger)
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+OptionalEnvName = Annotated[str, Field(pattern=r"^([A-Za-z_][A-Za-z0-9_]*)?$")]
+
+
+class GithubRetrain(Section):
+    """`retrain.github`: a `workflow_dispatch` of the retrain workflow."""
+
+    repository: str  # owner/name; "" = the GITHUB_REPOSITORY variable
+    workflow: str  # the workflow file name (or id) under .github/workflows/
+    token_env: EnvName  # env var holding a token with actions: write (read for the cooldown lookup)
+
+
+class GitlabRetrain(Section):
+    """`retrain.gitlab`: the pipeline trigger API (variable MLOPS_RETRAIN_REASON)."""
+
+    project: str  # numeric id or group/name path; "" = the CI_PROJECT_ID variable
+    trigger_token_env: EnvName  # env var holding a pipeline trigger token
+    api_token_env: OptionalEnvName  # env var of a read_api token for the cooldown lookup; "" = none
+
+
+class JenkinsRetrain(Section):
+    """`retrain.jenkins`: `buildWithParameters` of the pipeline job (parameter RETRAIN_REASON)."""
+
+    job_url: str  # e.g. https://jenkins.example.com/job/mlops/job/main; "" = the JOB_URL variable
+    user_env: EnvName  # env var holding the Jenkins user name
+    token_env: EnvName  # env var holding that user's API token
+
+
+class RetrainParams(Section):
+    """`retrain`: how `mlops trigger-retrain` (and the drift job) start the retrain pipeline in CI."""
+
+    provider: Literal["auto", "github", "gitlab", "jenkins"]  # auto: MLOPS_FORGE or the CI's variables
+    ref: Annotated[str, Field(min_length=1)]  # the branch the retrain pipeline runs on
+    cooldown_hours: Annotated[float, Field(ge=0.0)]  # a second trigger within this window is a no-op
+    state_url: str  # fallback cooldown record (path or fsspec URL) when the CI cannot be asked; "" = none
+    github: GithubRetrain
+    gitlab: GitlabRetrain
+    jenkins: JenkinsRetrain
 
 
 def _check_change(schema: SchemaParams, where: str, c: Change, allowed: set[str]) -> None:
@@ -389,6 +490,8 @@ class Params(Section):
     serve: ServeParams
     expectations: ExpectationsParams
     model_card: ModelCardParams
+    drift: DriftParams
+    retrain: RetrainParams
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
 

@@ -2,7 +2,8 @@
 
 Exit codes (the CLI contract, documented in the README):
     0 ok, 1 unexpected, 2 usage or config error, 3 data error (source unreadable or validation failed),
-    4 gate failed, 5 model missing or not ready, 6 promotion refused / checksum mismatch.
+    4 gate failed, 5 model missing or not ready, 6 promotion refused / checksum mismatch,
+    7 drift over the `drift` thresholds.
 """
 
 from __future__ import annotations
@@ -59,3 +60,10 @@ class PromotionRefused(MlopsError):
 
 class RehearsalFailed(ModelNotReady):
     """The deploy rehearsal's pod did not start, become ready or serve the recorded version (exit 5)."""
+
+
+class DriftDetected(MlopsError):
+    """`mlops drift`: the logged predictions drifted from the reference beyond params.yaml `drift`."""
+
+    exit_code = 7
+    http_status = 409

@@ -14,14 +14,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn import metrics as skm
 
 from mlops import files, labels
 from mlops import model as model_lib
 from mlops.config import EvaluateParams
 from mlops.labels import LABEL
 from mlops.metrics import expected_calibration_error as expected_calibration_error
-from mlops.metrics import scores
+from mlops.metrics import pr_curve, roc_curve, scores
 from mlops.tables import test_rows
 
 log = logging.getLogger(__name__)
@@ -63,8 +62,8 @@ def plot_data(
     """Rows for the DVC plots: ROC, precision-recall, confusion matrix, calibration.
 
     `y` is 0/1 with 1 = `positive` (`mlops.labels`); the confusion matrix names both classes."""
-    fpr, tpr, roc_thr = skm.roc_curve(y, p)
-    precision, recall, _ = skm.precision_recall_curve(y, p)
+    fpr, tpr, roc_thr = roc_curve(y, p)
+    precision, recall, _ = pr_curve(y, p)
     pred = p >= threshold
     which = np.minimum((p * bins).astype(int), bins - 1)
     calibration = [

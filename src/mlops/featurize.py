@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +92,26 @@ def check_validated(data: Path, validation: Path) -> str:
     return md5
 
 
+def _pandas(
+    schema: SchemaParams, params: FeaturizeParams, data: Path, out_dir: Path
+) -> tuple[Preprocessor, dict[str, dict[str, Any]]]:
+    """Split, fit and encode in one pandas frame; write `<split>.parquet` files under out_dir."""
+    frame = read_table(data)[[schema.id, schema.label.column, *schema.features]]
+    parts = split(frame, schema.id, params)
+    categorical = {k: v.categories for k, v in schema.categorical.items()}
+    nullable = [k for k, v in schema.categorical.items() if v.nullable]
+    pre = Preprocessor.fit(parts["train"], list(schema.numeric), categorical, nullable)
+    balance = {}
+    for name in SPLITS:
+        encoded = encode(parts[name], pre, schema)
+        target = out_dir / f"{name}.parquet"
+        if target.is_dir():  # a Spark run's dataset directory
+            shutil.rmtree(target)
+        files.write_parquet(target, encoded)
+        balance[name] = {"rows": int(len(encoded)), "positive_rate": float(np.mean(encoded[LABEL]))}
+    return pre, balance
+
+
 def run(schema: SchemaParams, params: FeaturizeParams, data: Path, validation: Path, out_dir: Path) -> dict:
     """Split, fit preprocessing on train, write the encoded splits and the state.
 
@@ -104,18 +125,14 @@ def run(schema: SchemaParams, params: FeaturizeParams, data: Path, validation: P
     Returns:
         The preprocess.json content.
     """
-    log.info("featurize: %s -> %s", data, out_dir)
+    log.info("featurize: %s -> %s (engine %s)", data, out_dir, params.engine)
     raw_md5 = check_validated(data, validation)
-    frame = read_table(data)[[schema.id, schema.label.column, *schema.features]]
-    parts = split(frame, schema.id, params)
-    categorical = {k: v.categories for k, v in schema.categorical.items()}
-    nullable = [k for k, v in schema.categorical.items() if v.nullable]
-    pre = Preprocessor.fit(parts["train"], list(schema.numeric), categorical, nullable)
-    balance = {}
-    for name in SPLITS:
-        encoded = encode(parts[name], pre, schema)
-        files.write_parquet(out_dir / f"{name}.parquet", encoded)
-        balance[name] = {"rows": int(len(encoded)), "positive_rate": float(np.mean(encoded[LABEL]))}
+    if params.engine == "spark":
+        from mlops import featurize_spark
+
+        pre, balance = featurize_spark.run(schema, params, data, out_dir, encode)
+    else:
+        pre, balance = _pandas(schema, params, data, out_dir)
     state = {
         "preprocessing": pre.to_dict(),
         "feature_names": pre.feature_names,

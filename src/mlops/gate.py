@@ -8,35 +8,41 @@ Rules (all from `params.yaml: gate`; each rule id is the params key it comes fro
   fails only when the regression is statistically significant (the whole interval is on the worse side
   of zero) AND its point estimate exceeds `max_regression`. No record = no champion: these rules are
   skipped (the report says so) and no registry is contacted;
+- `onnx_parity.max_abs_diff`: with `serve.backend: onnx`, max |p_onnx - p_torch| over the test rows
+  (the ONNX export on ONNX Runtime vs the safetensors weights on torch) must stay within the bound, so
+  the served file scores as the network that evaluate measured (skipped with `serve.backend: torch`);
 - `latency.p95_ms_single` / `latency.p95_ms_batch`: CPU p95 of one prediction through the full
-  raw-columns path; a budget missed on the first measurement is measured once more (a noisy runner
-  gets a second chance; a slow model fails twice); `max_model_bytes`: size of model.safetensors +
-  model.json.
+  raw-columns path on the served backend (ONNX Runtime, or torch); a budget missed on the first
+  measurement is measured once more (a noisy runner gets a second chance; a slow model fails twice);
+  `max_model_bytes`: size of the model files (weights, ONNX export, model.json).
 
 gate.json and gate.md are DVC outputs whose hashes land in dvc.lock, so they hold only what the same
 inputs reproduce on any machine: verdicts, bounds and deterministic values. The measured latencies
 are machine-dependent: they go to the untracked timings file (`--timings`, git-ignored, not a DVC
-output) and the log, never into a tracked hash.
+output) and the log, never into a tracked hash. So does the exact parity figure (float32 rounding
+differs by CPU kernel); gate.json carries it rounded up to a power of ten.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlops import bootstrap, files
-from mlops import model as model_lib
+from mlops import artifact, bootstrap, files, runtime
 from mlops.config import EvaluateParams, GateParams
 from mlops.errors import ChecksumMismatch, DataError, GateFailed
 from mlops.labels import LABEL
 from mlops.metrics import LOWER_IS_BETTER, scores
-from mlops.tables import test_rows
+
+if TYPE_CHECKING:  # torch and pandas load in run(): `mlops report` renders markdown() without them
+    from mlops import model as model_lib
 
 log = logging.getLogger(__name__)
 
@@ -166,10 +172,31 @@ def measure(call: Callable[[], Any], budget_ms: float, repeats: int, warmup: int
     return second <= budget_ms, [first, second]
 
 
+def parity_rule(
+    params: GateParams, backend: str, p_torch: np.ndarray, served: runtime.Scorer | None, rows: Any
+) -> tuple[dict[str, Any], float | None]:
+    """`onnx_parity.max_abs_diff`: the served ONNX export against the torch network on the test rows.
+
+    Returns:
+        (the rule, its value rounded up to a power of ten; the exact max |p_onnx - p_torch| or None).
+    """
+    rid, bound = "onnx_parity.max_abs_diff", params.onnx_parity.max_abs_diff
+    if backend != "onnx":
+        return rule(rid, "parity", None, bound, "<=", None, backend=backend), None
+    if served is None:  # no ONNX export to serve: the server would refuse to start
+        return rule(rid, "parity", None, bound, "<=", False, backend=backend), None
+    diff = float(np.max(np.abs(served.predict_proba(rows) - p_torch))) if len(rows) else 0.0
+    shown = 10.0 ** math.ceil(math.log10(diff)) if diff > 0 else 0.0
+    return rule(rid, "parity", shown, bound, "<=", diff <= bound, backend=backend), diff
+
+
 def budget_rules(
-    params: GateParams, model: model_lib.LoadedModel, rows: Any, model_dir: Path
+    params: GateParams, model: runtime.Scorer, rows: Any, model_dir: Path
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Latency (p95 single row and batch, through raw columns as served) and model size budgets.
+
+    Args:
+        model: the model on the served backend (its threads set to `gate.latency.threads`).
 
     Returns:
         (the rules, with no measured value in them: only verdict and bound; the measured timings).
@@ -179,20 +206,13 @@ def budget_rules(
     single = {c: rows[c].iloc[:1].tolist() for c in names}
     batch_frame = rows.sample(n=lat.batch_rows, replace=len(rows) < lat.batch_rows, random_state=0)
     batch = {c: batch_frame[c].tolist() for c in names}
-    import torch
-
-    saved = torch.get_num_threads()
-    torch.set_num_threads(lat.threads)  # as the server runs it; more threads than cores spin under load
-    try:
-        ok_single, single_ms = measure(
-            lambda: model.predict_proba(single), lat.p95_ms_single, lat.repeats, lat.warmup
-        )
-        ok_batch, batch_ms = measure(
-            lambda: model.predict_proba(batch), lat.p95_ms_batch, lat.repeats, lat.warmup
-        )
-    finally:
-        torch.set_num_threads(saved)
-    size = sum((model_dir / f).stat().st_size for f in (model_lib.WEIGHTS, model_lib.METADATA))
+    ok_single, single_ms = measure(
+        lambda: model.predict_proba(single), lat.p95_ms_single, lat.repeats, lat.warmup
+    )
+    ok_batch, batch_ms = measure(
+        lambda: model.predict_proba(batch), lat.p95_ms_batch, lat.repeats, lat.warmup
+    )
+    size = sum((model_dir / f).stat().st_size for f in artifact.file_names(model.metadata))
     rules = [
         rule("latency.p95_ms_single", "budget", None, lat.p95_ms_single, "<=", ok_single, measured=True),
         rule(
@@ -218,8 +238,25 @@ def budget_rules(
         "repeats": lat.repeats,
         "warmup": lat.warmup,
         "threads": lat.threads,
+        "backend": model.backend,
     }
     return rules, timings
+
+
+def served_model(
+    backend: str, cand: model_lib.LoadedModel, model_dir: Path, threads: int
+) -> tuple[runtime.Scorer, runtime.Scorer | None]:
+    """(the model on the served backend for the latency rules, the ONNX model or None if not served).
+
+    With `onnx` and no ONNX export, latency is measured on torch and the parity rule fails.
+    """
+    if backend == "onnx" and cand.metadata.get("onnx"):
+        onnx = runtime.load_onnx(model_dir, threads)
+        return onnx, onnx
+    import torch
+
+    torch.set_num_threads(threads)  # as the server runs it; more threads than cores spin under load
+    return cand, None
 
 
 def load_champion(
@@ -227,6 +264,7 @@ def load_champion(
 ) -> tuple[model_lib.LoadedModel | None, dict[str, Any] | None]:
     """The champion of the promotion record, fetched from the registry and verified; (None, None) if none."""
     from mlops import champion, registry
+    from mlops import model as model_lib
 
     record = champion.read_champion(record_path)
     if record is None:
@@ -276,6 +314,9 @@ def markdown(result: dict[str, Any], timings: dict[str, Any] | None = None) -> s
         if r.get("measured"):
             measured = (timings or {}).get(r["id"], {}).get("p95_ms")
             value = " then ".join(f"{t:.3g} ms" for t in measured) if measured else "measured (see timings)"
+        if r["kind"] == "parity" and r["value"] is not None:
+            exact = (timings or {}).get(r["id"])
+            value = f"{exact:.3g}" if exact is not None else f"≤ {_fmt(r['value'])}"
         if r["kind"] == "champion":
             lo, hi = r["ci"]
             value = (
@@ -304,6 +345,7 @@ def run(
     out_md: Path,
     fail: bool = True,
     timings_path: Path | None = None,
+    backend: str = "onnx",
 ) -> dict[str, Any]:
     """Check every rule, write gate.json and gate.md, raise GateFailed (exit 4) if any rule failed.
 
@@ -317,11 +359,15 @@ def run(
         out_json: reports/gate.json; out_md: reports/gate.md.
         fail: False (`--no-fail`) reports a failure without raising.
         timings_path: where the measured latencies go (untracked; None: only the log).
+        backend: `serve.backend`, the served path the parity and latency rules check.
 
     Returns:
         The gate.json content.
     """
     import json
+
+    from mlops import model as model_lib
+    from mlops.tables import test_rows
 
     log.info("gate: %s (metrics %s, champion record %s)", model_dir, metrics_path, champion_record)
     cand = model_lib.load(model_dir)
@@ -344,8 +390,11 @@ def run(
                 champ.predict_proba(rows),
                 evaluate_params.calibration_bins,
             )
-    budget, timings = budget_rules(params, cand, rows, model_dir)
-    rules += budget
+    served, onnx = served_model(backend, cand, model_dir, params.latency.threads)
+    parity, parity_diff = parity_rule(params, backend, cand.predict_proba(rows), onnx, rows)
+    budget, timings = budget_rules(params, served, rows, model_dir)
+    timings["onnx_parity.max_abs_diff"] = parity_diff
+    rules += [parity, *budget]
     log.info(
         "gate: p95 latency single %s ms, batch %s ms",
         ", ".join(f"{t:.3f}" for t in timings["latency.p95_ms_single"]["p95_ms"]),

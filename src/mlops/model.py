@@ -1,14 +1,18 @@
-"""model: the torch MLP for tabular data, and its artifact (safetensors weights + JSON metadata).
+"""model: the torch MLP for tabular data, and its artifact (safetensors weights, ONNX export, JSON metadata).
 
-The artifact is two files: `model.safetensors` (weights only; safetensors cannot carry code, so nothing
-on the serving path unpickles) and `model.json` (architecture, feature spec with dtypes and allowed
-categories, preprocessing state, class labels, decision threshold, params hash, data md5 and the sha256
-of the weights). `load()` verifies that sha256 before building the network.
+The artifact is three files: `model.safetensors` (weights only; safetensors cannot carry code, so nothing
+on the serving path unpickles: the record of truth), `model.onnx` (the same network with its sigmoid,
+exported by torch's ONNX exporter for ONNX Runtime: what the server runs by default, no torch needed)
+and `model.json` (architecture, feature spec with dtypes and allowed categories, preprocessing state,
+class labels, decision threshold, params hash, data md5, and the sha256 of both other files). `load()`
+verifies the weights' sha256 before building the network; `mlops.runtime.load_onnx` verifies the ONNX
+file's.
 """
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,11 +24,12 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from mlops import files, labels
-from mlops.artifact import FORMAT, METADATA, WEIGHTS, verify
+from mlops import files
+from mlops.artifact import FORMAT, METADATA, ONNX, WEIGHTS, verify
 from mlops.artifact import read_metadata as read_metadata  # re-exported: callers use model.read_metadata
-from mlops.errors import ModelNotReady
+from mlops.errors import ConfigError, ModelNotReady
 from mlops.features import Preprocessor
+from mlops.runtime import INPUT, OUTPUT, Scorer
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +54,18 @@ class MLP(nn.Module):
         return self.net(x).squeeze(-1)
 
 
+class Probability(nn.Module):
+    """The served function: feature rows -> positive-class probability (the sigmoid of the logit)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Return one probability per row, shape (rows,)."""
+        return torch.sigmoid(self.net(x))
+
+
 def build(architecture: Mapping[str, Any]) -> MLP:
     """Build the network described by model.json's `architecture`."""
     return MLP(
@@ -59,13 +76,62 @@ def build(architecture: Mapping[str, Any]) -> MLP:
     )
 
 
-def save(model_dir: Path, net: MLP, metadata: dict[str, Any]) -> dict[str, Any]:
-    """Write weights and metadata atomically; the metadata gains the weights' sha256.
+def export_onnx(net: nn.Module, input_dim: int, path: Path, exporter: str, opset: int) -> None:
+    """Export `Probability(net)` to ONNX at `path`: input `x` [rows, input_dim] float32, output
+    `probability` [rows]; `rows` is a dynamic axis, so any batch size runs.
+
+    Args:
+        net: the trained network (put in eval mode).
+        input_dim: feature width.
+        path: the .onnx file to write.
+        exporter: `torchscript` (torch.onnx.export with dynamo=False: ~0.2 s here) or `dynamo`
+            (the torch.export-based exporter, dynamo=True: ~6 s here, most of it imports).
+        opset: the ONNX opset (ai.onnx domain) of the exported graph.
+    """
+    module = Probability(net).eval()
+    x = torch.zeros(2, input_dim)
+    with warnings.catch_warnings():
+        # the TorchScript exporter is deprecated in favour of dynamo, which costs ~30x the time here;
+        # both ship with torch and give the same graph for an MLP
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if exporter == "dynamo":
+            program = torch.onnx.export(
+                module,
+                (x,),
+                None,
+                dynamo=True,
+                input_names=[INPUT],
+                output_names=[OUTPUT],
+                dynamic_shapes=({0: torch.export.Dim("rows")},),
+                opset_version=opset,
+                verbose=False,
+            )
+            program.save(str(path))
+        else:
+            torch.onnx.export(
+                module,
+                (x,),
+                str(path),
+                dynamo=False,
+                input_names=[INPUT],
+                output_names=[OUTPUT],
+                dynamic_axes={INPUT: {0: "rows"}, OUTPUT: {0: "rows"}},
+                opset_version=opset,
+            )
+
+
+def save(
+    model_dir: Path, net: MLP, metadata: dict[str, Any], exporter: str = "torchscript", opset: int = 18
+) -> dict[str, Any]:
+    """Write weights, the ONNX export and metadata atomically; the metadata gains both files' sha256.
 
     Args:
         model_dir: target directory (models/).
         net: the trained network.
-        metadata: model.json content without `weights`.
+        metadata: model.json content without `weights` and `onnx`.
+        exporter: `torchscript`, `dynamo` (see `export_onnx`) or `none` (no model.onnx: serve with
+            `serve.backend: torch`).
+        opset: the ONNX opset of the export.
 
     Returns:
         The metadata written.
@@ -75,39 +141,45 @@ def save(model_dir: Path, net: MLP, metadata: dict[str, Any]) -> dict[str, Any]:
     with files.atomic_path(model_dir / WEIGHTS) as tmp:
         save_file(state, str(tmp), metadata={"format": FORMAT})
         digest = files.file_digest(tmp)
-    meta = {**metadata, "format": FORMAT, "weights": {"file": WEIGHTS, "sha256": digest}}
+    onnx = None
+    if exporter != "none":
+        with files.atomic_path(model_dir / ONNX) as tmp:
+            try:
+                export_onnx(net, int(metadata["architecture"]["input_dim"]), tmp, exporter, opset)
+            except Exception as e:  # the exporters raise many types; the fix is the same for all
+                raise ConfigError(
+                    f"train.onnx: the {exporter} exporter cannot export this network at opset {opset} "
+                    f"({type(e).__name__}: {str(e)[:200]}); try the other exporter, or set "
+                    "train.onnx.exporter: none and serve.backend: torch"
+                ) from e
+            onnx = {
+                "file": ONNX,
+                "sha256": files.file_digest(tmp),
+                "opset": opset,
+                "exporter": exporter,
+                "input": INPUT,
+                "output": OUTPUT,
+            }
+    else:
+        (model_dir / ONNX).unlink(missing_ok=True)  # a stale export must not pass for this model's
+    meta = {**metadata, "format": FORMAT, "weights": {"file": WEIGHTS, "sha256": digest}, "onnx": onnx}
     files.write_json(model_dir / METADATA, meta)
     return meta
 
 
 @dataclass
-class LoadedModel:
-    """A verified model ready to score raw feature columns."""
+class LoadedModel(Scorer):
+    """A verified model on torch (`serve.backend: torch`; training-side evaluation)."""
 
     metadata: dict[str, Any]
     net: MLP
     preprocessor: Preprocessor
+    backend: str = "torch"
 
-    @property
-    def name(self) -> str:
-        """The model name from model.json."""
-        return self.metadata["name"]
-
-    @property
-    def threshold(self) -> float:
-        """The decision threshold on the positive-class probability."""
-        return float(self.metadata["decision_threshold"])
-
-    def predict_proba(self, columns: Mapping[str, Any]) -> np.ndarray:
-        """Positive-class probabilities for raw feature columns (name -> values)."""
-        x = torch.from_numpy(self.preprocessor.transform(columns))
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Positive-class probabilities (float64, [rows]) for float32 feature rows ([rows, features])."""
         with torch.inference_mode():
-            return torch.sigmoid(self.net(x)).numpy().astype(np.float64)
-
-    def predict_label(self, proba: np.ndarray) -> list[str]:
-        """Class labels for probabilities, using the model's decision threshold."""
-        classes, positive = labels.from_metadata(self.metadata)
-        return labels.predict(proba, self.threshold, classes, positive)
+            return torch.sigmoid(self.net(torch.from_numpy(x))).numpy().astype(np.float64)
 
 
 def load(model_dir: str | Path) -> LoadedModel:

@@ -2,8 +2,9 @@
 
 `mlops register` passes this file's path as `python_model`, so MLflow stores this source instead of a
 cloudpickled object: nothing pickled is on the path. The artifact `model` is a directory holding the
-two model files (model.safetensors + model.json); `load_context` loads them through `mlops.model.load`,
-which verifies the weights' sha256 before building the network. For MLflow users:
+model files (model.safetensors, model.onnx, model.json); `load_context` loads the ONNX export on ONNX
+Runtime through `mlops.runtime.load_onnx`, which verifies its sha256 first: no torch at load or
+predict time (a model trained with `train.onnx.exporter: none` cannot load here). For MLflow users:
 
     mlflow.pyfunc.load_model("models:/churn-mlp/3").predict(frame_of_raw_feature_columns)
 
@@ -29,10 +30,10 @@ class MlopsModel(PythonModel):
     """Raw feature columns in; positive-class probability and predicted label out."""
 
     def load_context(self, context: Any) -> None:
-        """Load and verify the safetensors weights + JSON metadata from the `model` artifact."""
-        from mlops import model as model_lib
+        """Load and verify the ONNX export + JSON metadata from the `model` artifact."""
+        from mlops import runtime
 
-        self.model = model_lib.load(context.artifacts["model"])
+        self.model = runtime.load_onnx(context.artifacts["model"])
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None

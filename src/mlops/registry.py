@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 CANDIDATE_ALIAS = "candidate"
 TAGS = ("git_sha", "dvc_lock_md5", "data_md5", "params_hash", "gate", "weights_sha256")
+REFERENCE = "reference.parquet"  # drift reference staged next to model.json (mlops.monitor.drift)
 
 
 # ---------------------------------------------------------------- helpers
@@ -119,6 +120,9 @@ def register(
     experiment: str,
     name: str | None = None,
     allow_failed: bool = False,
+    reference_from: tuple[Path, Path] | None = None,
+    reference_rows: int = 5000,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Register models/ as a new registry version tagged with its provenance; alias it `candidate`.
 
@@ -130,6 +134,8 @@ def register(
         experiment: MLflow experiment of the logging run.
         name: registered model name (default: the name in model.json).
         allow_failed: register even when the gate failed (tagged `gate=failed`).
+        reference_from: (raw table, encoded training split): a sample of at most `reference_rows`
+            training rows (seeded by `seed`) is staged as reference.parquet next to model.json.
 
     Returns:
         {name, version, uri, gate, created}: created is False when these weights were already registered.
@@ -157,16 +163,52 @@ def register(
 
     from mlflow.exceptions import MlflowException
 
+    reference = reference_sample(model, *reference_from, reference_rows, seed) if reference_from else None
     try:
         return _publish(
-            model_dir, meta, name, verdict, version_tags(meta, verdict, metrics, dvc_lock), experiment
+            model_dir,
+            meta,
+            name,
+            verdict,
+            version_tags(meta, verdict, metrics, dvc_lock),
+            experiment,
+            reference=reference,
         )
     except MlflowException as e:
         raise RegistryUnavailable(f"registry {safe_uri(tracking.tracking_uri())}: {_short(e)}") from e
 
 
+def reference_sample(model: Any, data: Path, train: Path, rows: int, seed: int) -> Any:
+    """The drift reference: up to `rows` training rows' raw features and label, and the model's
+    positive-class `probability` on them (prediction drift compares the logged ones with these).
+
+    Returns None (logged) when the raw table or the training split is missing: the version then has no
+    reference and `mlops drift` needs one given explicitly.
+    """
+    from mlops import tables
+    from mlops.errors import DataError
+
+    meta = model.metadata
+    try:
+        frame = tables.test_rows(data, train, meta["id"])
+    except DataError as e:
+        log.warning("register: no drift reference staged (%s)", e)
+        return None
+    frame = frame.sample(n=min(rows, len(frame)), random_state=seed).sort_index()
+    features = [f["name"] for f in meta["features"]]
+    out = frame[[*features, meta["label"]["column"]]].reset_index(drop=True)
+    out["probability"] = model.predict_proba({n: out[n].to_numpy() for n in features})
+    return out
+
+
 def _publish(
-    model_dir: Path, meta: dict[str, Any], name: str, verdict: str, tags: dict[str, str], experiment: str
+    model_dir: Path,
+    meta: dict[str, Any],
+    name: str,
+    verdict: str,
+    tags: dict[str, str],
+    experiment: str,
+    reference: Any = None,
 ) -> dict[str, Any]:
     """Log + register a new version, or reuse the version holding the same weights; alias it `candidate`."""
     import mlflow
@@ -194,8 +236,10 @@ def _publish(
     with tempfile.TemporaryDirectory(prefix="mlops-register-") as tmp, contextlib.redirect_stdout(sys.stderr):
         staged = Path(tmp) / "model"
         staged.mkdir()
-        for fname in (artifact.WEIGHTS, artifact.METADATA):
+        for fname in artifact.file_names(meta):
             shutil.copy2(model_dir / fname, staged / fname)
+        if reference is not None:
+            files.write_parquet(staged / REFERENCE, reference)
         graph = bundle.import_graph()
         code = bundle.stage_code(Path(tmp) / "code", graph)
         with mlflow.start_run(run_name=f"register-{sha[:8]}"):
@@ -268,6 +312,8 @@ def _resolve(c: Any, name: str, version: str) -> Any:
 def fetch_model(name: str, version: str, dest: Path, expected_sha256: str | None = None) -> dict[str, Any]:
     """Download a registered version's model files into `dest`, verified against its `weights_sha256` tag.
 
+    The version's drift reference (reference.parquet), when it has one, is placed next to model.json.
+
     The files are downloaded and verified in a temp dir inside `dest`, then renamed into place, weights
     first and model.json last (model.json names the weights' sha256, so a reader never pairs new
     metadata with old weights). `dest` may be an existing mount point (an emptyDir volume).
@@ -316,6 +362,7 @@ def fetch_model(name: str, version: str, dest: Path, expected_sha256: str | None
         src = found[0].parent
         try:
             meta, weights = artifact.verify(src)  # weights missing: exit 5; not those of model.json: 6
+            served = [artifact.verify(src, "onnx")[1]] if meta.get("onnx") else []
         except (ModelNotReady, ChecksumMismatch) as e:
             raise type(e)(f"model {name!r} version {mv.version}: {e}") from e
         if meta["weights"]["sha256"] != expected:
@@ -323,7 +370,10 @@ def fetch_model(name: str, version: str, dest: Path, expected_sha256: str | None
                 f"model {name!r} version {mv.version}: weights sha256 {meta['weights']['sha256'][:12]}… "
                 f"does not match the registry tag weights_sha256 ({expected[:12]}…)"
             )
-        os.replace(weights, dest / weights.name)
+        for path in (weights, *served):  # the ONNX export: what `serve.backend: onnx` serves
+            os.replace(path, dest / path.name)
+        if (src / REFERENCE).is_file():
+            os.replace(src / REFERENCE, dest / REFERENCE)
         os.replace(src / artifact.METADATA, dest / artifact.METADATA)
     result = {"name": name, "version": str(mv.version), "sha256": expected, "dest": str(dest)}
     files.write_json(dest / "registry.json", result)

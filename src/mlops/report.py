@@ -17,9 +17,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mlops import files
+from mlops import artifact, files
 from mlops import gate as gate_lib
-from mlops import model as model_lib
 from mlops.errors import DataError, ModelNotReady
 from mlops.forge import MARKER
 
@@ -41,25 +40,41 @@ def target_branch(env: dict[str, str] | os._Environ = os.environ) -> str:
     return "main"
 
 
-def dvc_diff(kind: str, target: str, repo: Path) -> tuple[dict[str, Any] | None, str]:
-    """`dvc metrics|params diff --json <target>` (target vs the workspace); (None, why) when unavailable."""
+def start_dvc_diff(kind: str, target: str, repo: Path) -> subprocess.Popen[str] | str:
+    """Start `dvc metrics|params diff --json <target>` (target vs the workspace) in the background, or
+    return why it cannot start. `collect_dvc_diff` waits for it: the two diffs (a DVC start-up and a
+    read of the target revision each) run alongside each other and the plot rendering."""
     cmd = [sys.executable, "-m", "dvc", kind, "diff", "--json", target]
     try:
-        out = subprocess.run(
+        return subprocess.Popen(
             cmd,
             cwd=repo,
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=300,
             env={**os.environ, "DVC_NO_ANALYTICS": "1"},
         )
-    except (OSError, subprocess.TimeoutExpired) as e:
+    except OSError as e:
+        return f"`dvc {kind} diff` did not run ({e})"
+
+
+def collect_dvc_diff(
+    kind: str, target: str, proc: subprocess.Popen[str] | str
+) -> tuple[dict[str, Any] | None, str]:
+    """Wait for a diff `start_dvc_diff` started; its JSON, or (None, why) when unavailable."""
+    if isinstance(proc, str):
+        return None, proc
+    try:
+        stdout, stderr = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired as e:
+        proc.kill()
+        proc.communicate()
         return None, f"`dvc {kind} diff` did not run ({e})"
-    if out.returncode != 0:
-        last = (out.stderr.strip().splitlines() or ["no output"])[-1]
+    if proc.returncode != 0:
+        last = (stderr.strip().splitlines() or ["no output"])[-1]
         return None, f"`dvc {kind} diff {target}` failed: {last}"
     try:
-        return json.loads(out.stdout or "{}"), ""
+        return json.loads(stdout or "{}"), ""
     except ValueError:
         return None, f"`dvc {kind} diff` printed no JSON"
 
@@ -211,6 +226,39 @@ def build(
         target: git revision of the merge target for `dvc metrics|params diff`.
         repo: the DVC repository root (where dvc runs).
     """
+    diffs = {kind: start_dvc_diff(kind, target, repo) for kind in ("metrics", "params")}
+    try:
+        return _compose(
+            gate_path,
+            metrics_path,
+            plots_dir,
+            model_dir,
+            champion_record,
+            out,
+            train_params,
+            target,
+            card,
+            diffs,
+        )
+    finally:  # an error on the way leaves no dvc process behind
+        for proc in diffs.values():
+            if not isinstance(proc, str) and proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+
+
+def _compose(
+    gate_path: Path,
+    metrics_path: Path,
+    plots_dir: Path,
+    model_dir: Path,
+    champion_record: Path,
+    out: Path,
+    train_params: dict[str, Any],
+    target: str,
+    card: dict[str, str],
+    diffs: dict[str, subprocess.Popen[str] | str],
+) -> str:
     from mlops import champion
 
     try:
@@ -218,7 +266,7 @@ def build(
     except (OSError, ValueError) as e:
         raise DataError(f"{metrics_path}: unreadable metrics ({e}); run `mlops evaluate` first") from e
     try:
-        meta: dict[str, Any] | None = model_lib.read_metadata(model_dir)
+        meta: dict[str, Any] | None = artifact.read_metadata(model_dir)
     except ModelNotReady as e:  # e.g. a CI job that received only reports/: the card says so
         log.warning("report: %s", e)
         meta = None
@@ -232,20 +280,20 @@ def build(
     lines += [gate_lib.markdown(gate).split("\n", 2)[2] if gate else f"_no gate report at {gate_path}_", ""]
 
     lines += [f"### Metrics vs target branch `{target}`", ""]
-    diff, why = dvc_diff("metrics", target, repo)
+    plots = render_plots(plots_dir, out.parent / "plots")  # while the diffs run
+    diff, why = collect_dvc_diff("metrics", target, diffs["metrics"])
     lines += diff_table(diff, "metric") if diff is not None else [f"_not available: {why}_"]
 
     lines += ["", "### Metrics vs champion", ""]
     lines += champion_section(gate, record, metrics["test"])
 
     lines += ["", f"### Params diff vs `{target}`", ""]
-    diff, why = dvc_diff("params", target, repo)
+    diff, why = collect_dvc_diff("params", target, diffs["params"])
     lines += diff_table(diff, "param") if diff is not None else [f"_not available: {why}_"]
 
     lines += ["", "### Slices", ""]
     lines += slice_table(metrics.get("slices", {}))
 
-    plots = render_plots(plots_dir, out.parent / "plots")
     lines += ["", "### Plots", "", "PNG files attached to the CI job as artifacts:", ""]
     lines += [f"- [{p.stem}](plots/{p.name})" for p in plots] or ["_no plot data_"]
 

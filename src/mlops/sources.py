@@ -18,6 +18,7 @@ import logging
 import os
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops.config import FileSource, IngestParams, SqlSource
@@ -43,6 +44,9 @@ def read_demo(package: str, dataset: str) -> pd.DataFrame:
 def file_format(src: FileSource) -> str:
     if src.format != "auto":
         return src.format
+    local = local_path(src.uri)
+    if local is not None and os.path.isdir(local):
+        return "parquet"  # a dataset directory (many Parquet files, e.g. written by Spark)
     path = urllib.parse.urlparse(src.uri).path.lower()
     if path.endswith((".parquet", ".pq")):
         return "parquet"
@@ -117,7 +121,7 @@ def _first_line(e: Exception, secret: str) -> str:
     return line.replace(secret, "<url>")
 
 
-def _local_path(uri: str) -> str | None:
+def local_path(uri: str) -> str | None:
     """The local filesystem path of a path or file:// URI; None for http(s)."""
     parsed = urllib.parse.urlparse(uri)
     if parsed.scheme == "file":
@@ -132,9 +136,25 @@ def _digest_stream(stream: Any) -> str:
     return h.hexdigest()
 
 
+def _fingerprint_dir(path: str) -> dict[str, Any]:
+    """Files, total bytes and one md5 over every data file's relative path, size and md5 (sorted)."""
+    h, total, count = hashlib.md5(), 0, 0
+    root = Path(path)
+    for f in sorted(p for p in root.rglob("*") if p.is_file() and not p.name.startswith((".", "_"))):
+        with open(f, "rb") as stream:
+            size = os.fstat(stream.fileno()).st_size
+            h.update(f"{f.relative_to(root).as_posix()}\0{size}\0{_digest_stream(stream)}\n".encode())
+        total, count = total + size, count + 1
+    if not count:
+        raise DataError(f"ingest.file.uri: '{path}' is a directory without data files")
+    return {"files": count, "bytes": total, "md5": h.hexdigest()}
+
+
 def fingerprint_file(src: FileSource, timeout: float = 30.0) -> dict[str, Any]:
     """Size + md5 of a local file; HTTP validators (or a content md5) of a URL."""
-    path = _local_path(src.uri)
+    path = local_path(src.uri)
+    if path is not None and os.path.isdir(path):
+        return {"uri": src.uri, **_fingerprint_dir(path)}
     if path is not None:
         try:
             with open(path, "rb") as f:

@@ -1,4 +1,4 @@
-"""train: encoded splits -> PyTorch MLP -> models/model.safetensors + models/model.json, tracked in MLflow.
+"""train: encoded splits -> PyTorch MLP -> models/ (safetensors weights, ONNX export, model.json), in MLflow.
 
 `fit()` is the pure core (tensors in, network and per-epoch history out; deterministic on CPU for a
 given seed). `run()` does the I/O: reads data/processed, writes the model atomically, then logs params,
@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import math
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from mlops import artifact, distributed
 from mlops import model as model_lib
 from mlops.config import TrainParams
 from mlops.errors import DataError
@@ -53,41 +55,64 @@ def load_split(path: Path, feature_names: list[str]) -> Split:
 
 def set_determinism(seed: int, threads: int) -> None:
     """Seed torch and force deterministic kernels (byte-identical weights across runs on CPU)."""
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS on CUDA
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(threads)
 
 
-def fit(train: Split, valid: Split, params: TrainParams) -> tuple[model_lib.MLP, list[dict[str, float]]]:
+def fit(
+    train: Split, valid: Split, params: TrainParams, ctx: distributed.Context | None = None
+) -> tuple[model_lib.MLP, list[dict[str, float]]]:
     """Train the MLP with Adam and early stopping on the validation loss.
 
     Args:
         train: training split.
         valid: validation split (early stopping, per-epoch metrics).
         params: the `train` section.
+        ctx: the device and DDP process group (mlops.distributed); default one CPU process.
 
     Returns:
         The network with the weights of its best epoch, and one history row per epoch run.
     """
+    ctx = ctx or distributed.Context(1, 0, 0, None, torch.device("cpu"))
     set_determinism(params.seed, params.threads)
     net = model_lib.MLP(train.x.shape[1], list(params.hidden), params.activation, params.dropout)
+    net.to(ctx.device)
+    train = Split(train.x.to(ctx.device), train.y.to(ctx.device))
+    valid = Split(valid.x.to(ctx.device), valid.y.to(ctx.device))
+    # every rank holds the same initial weights (same seed); DDP all-reduces the gradients
+    model: nn.Module = net
+    if ctx.world_size > 1:
+        model = nn.parallel.DistributedDataParallel(net)
     opt = torch.optim.Adam(net.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     loss_fn = nn.BCEWithLogitsLoss()
-    order = torch.Generator().manual_seed(params.seed)
+    sum_loss = nn.BCEWithLogitsLoss(reduction="sum")
+    order = torch.Generator().manual_seed(params.seed)  # the same global batches on every rank
     n, bs = len(train.y), params.batch_size
     best_loss, best_state, stale = math.inf, None, 0
     history: list[dict[str, float]] = []
     for epoch in range(1, params.epochs + 1):
         net.train()
-        perm = torch.randperm(n, generator=order)
-        total = torch.zeros(())
+        perm = torch.randperm(n, generator=order).to(ctx.device)
+        total = torch.zeros((), device=ctx.device)
         for start in range(0, n, bs):
             idx = perm[start : start + bs]
             opt.zero_grad(set_to_none=True)
-            loss = loss_fn(net(train.x[idx]), train.y[idx])
-            loss.backward()
+            if ctx.world_size > 1:
+                # sum over this rank's rows / global batch rows, x W: DDP's mean over ranks then
+                # equals the single-process mean gradient of the global batch (mlops.distributed)
+                mine = distributed.shard(idx, ctx)
+                part = sum_loss(model(train.x[mine]), train.y[mine])
+                loss = part * (ctx.world_size / len(idx))
+                loss.backward()
+                total += part.detach()
+            else:
+                loss = loss_fn(model(train.x[idx]), train.y[idx])
+                loss.backward()
+                total += loss.detach() * len(idx)
             opt.step()
-            total += loss.detach() * len(idx)
+        total = distributed.reduce_sum(total, ctx)
         net.eval()
         with torch.inference_mode():
             valid_loss = float(loss_fn(net(valid.x), valid.y))
@@ -101,7 +126,7 @@ def fit(train: Split, valid: Split, params: TrainParams) -> tuple[model_lib.MLP,
                 break
     assert best_state is not None
     net.load_state_dict(best_state)
-    net.eval()
+    net.to("cpu").eval()
     return net, history
 
 
@@ -158,7 +183,7 @@ def track(
                 "best_epoch": meta["training"]["best_epoch"],
             }
         )
-        for name in (model_lib.WEIGHTS, model_lib.METADATA):  # the artifact only, not stray files
+        for name in artifact.file_names(meta):  # the artifact only, not stray files
             mlflow.log_artifact(str(model_dir / name), artifact_path="model")
         return active.info.run_id
 
@@ -205,7 +230,13 @@ def run(
         raise DataError(f"{state_path}: cannot read preprocessing state; run `mlops featurize` first") from e
     names = state["feature_names"]
     train, valid = (load_split(data_dir / f"{s}.parquet", names) for s in ("train", "valid"))
-    net, history = fit(train, valid, params)
+    ctx = distributed.init(params)
+    try:
+        net, history = fit(train, valid, params, ctx)
+    finally:
+        distributed.shutdown(ctx)
+    if not ctx.is_main:  # rank 0 writes the model and logs the run
+        return {}
     best = min(history, key=lambda r: r["valid_loss"])
     meta = model_lib.save(
         model_dir,
@@ -233,8 +264,11 @@ def run(
                 "best_epoch": int(best["epoch"]),
                 "best_valid_loss": best["valid_loss"],
                 "train_rows": len(train.y),
+                **ctx.describe(),  # world_size, backend, device
             },
         },
+        exporter=params.onnx.exporter,
+        opset=params.onnx.opset,
     )
     log.info(
         "train: %d epochs, best epoch %d (valid loss %.4f), weights sha256 %s",

@@ -1,5 +1,7 @@
 """The three CI definitions: valid for their platform, thin (one make call per job body), and equivalent
-(the same make targets for each trigger: merge request, main, schedule)."""
+(the same make targets for each trigger: merge request, main, schedule, and a retrain request: GitHub
+workflow_dispatch, a GitLab pipeline trigger with MLOPS_RETRAIN_REASON, a Jenkins build with the
+RETRAIN_REASON parameter)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from _pytest.mark.expression import Expression
 
 from conftest import REPO, copy_repository, tool
 
-TRIGGERS = ("merge_request", "main", "schedule")
+TRIGGERS = ("merge_request", "main", "schedule", "retrain_request")
 MAKE_CALL = re.compile(r"^make (ci-[a-z0-9-]+)$")
 WORKFLOWS = REPO / ".github/workflows"
 
@@ -31,6 +33,8 @@ def github_triggers(doc: dict) -> set[str]:
         found.add("main")
     if "schedule" in on:
         found.add("schedule")
+    if "workflow_dispatch" in on:
+        found.add("retrain_request")
     return found
 
 
@@ -58,6 +62,14 @@ GITLAB_SHAPES = {
     ],
     "main": ["--variable", "CI_PIPELINE_SOURCE=push", "--variable", "CI_COMMIT_BRANCH=main"],
     "schedule": ["--variable", "CI_PIPELINE_SOURCE=schedule", "--variable", "CI_COMMIT_BRANCH=main"],
+    "retrain_request": [
+        "--variable",
+        "CI_PIPELINE_SOURCE=trigger",
+        "--variable",
+        "CI_COMMIT_BRANCH=main",
+        "--variable",
+        "MLOPS_RETRAIN_REASON=drift",
+    ],
 }
 
 
@@ -128,16 +140,18 @@ def jenkins_stages() -> dict[str, tuple[str, str]]:
 def jenkins_runs_on(when: str, trigger: str) -> bool:
     """Evaluate the `when` conditions this pipeline uses, for a build of the given shape."""
     facts = {
-        "merge_request": (True, False, False),
-        "main": (False, True, False),
-        "schedule": (False, True, True),
+        "merge_request": (True, False, False, False),
+        "main": (False, True, False, False),
+        "schedule": (False, True, True, False),
+        "retrain_request": (False, True, False, True),  # buildWithParameters with RETRAIN_REASON
     }
-    change_request, on_main, timer = facts[trigger]
+    change_request, on_main, timer, retrain = facts[trigger]
     if not when.strip():
         return True  # no `when`: the stage runs on every build
     expr = when.replace(";", " ")
     expr = expr.replace("changeRequest()", str(change_request)).replace("branch 'main'", str(on_main))
     expr = expr.replace("triggeredBy 'TimerTrigger'", str(timer))
+    expr = re.sub(r"expression\s*\{\s*params\.RETRAIN_REASON\s*\}", str(retrain), expr)
     expr = re.sub(r"expression\s*\{[^}]*\}", "True", expr)  # build-result guards: true on a green build
     expr = re.sub(r"not\s*\{\s*(True|False)\s*\}", lambda m: str(m.group(1) != "True"), expr)
     for _ in range(5):
@@ -173,7 +187,9 @@ def test_the_three_ci_files_call_the_same_make_targets_per_trigger(tmp_path):
     assert github == {
         "merge_request": {"ci-image-publish", *tests, "ci-train", "ci-report"},
         "main": {"ci-image-publish", *tests, "ci-train", "ci-release", "ci-promote"},
-        "schedule": {"ci-image-publish", "ci-retrain", "ci-release"},
+        # a retrain never deploys by itself: it opens a merge request, whose pipeline gates and reports
+        "schedule": {"ci-image-publish", "ci-retrain"},
+        "retrain_request": {"ci-image-publish", "ci-retrain"},
     }
 
 
@@ -220,8 +236,12 @@ def test_github_jobs_are_least_privilege_with_timeouts():
         assert "concurrency" in doc
         for name, job in doc["jobs"].items():
             assert "timeout-minutes" in job and "permissions" in job, f"{path.name}:{name}"
-            # only promote writes: it pushes the staging record and opens the production pull request
-            assert job["permissions"].get("contents") == ("write" if name == "promote" else "read")
+            # only promote and retrain write: they push a branch (the staging record, retrain/<date>) and
+            # open a pull request
+            writes = name in ("promote", "retrain")
+            assert job["permissions"].get("contents") == ("write" if writes else "read"), (
+                f"{path.name}:{name}"
+            )
 
 
 def test_actionlint_and_schemas_accept_the_workflows():
@@ -487,3 +507,25 @@ def test_a_change_only_under_deploy_envs_trains_releases_and_promotes_nothing(tm
         said = re.search(rf"^{target}: only deploy/envs/ changed", proc.stdout, re.M)  # the echo, run
         assert bool(said) is skipped, proc.stdout
         assert (work in proc.stdout) is not skipped, proc.stdout
+
+
+def test_the_retrain_trigger_and_the_ci_files_agree():
+    """`mlops trigger-retrain` sends what the three retrain pipelines read: GitHub's `reason` input of the
+    workflow params.yaml names, GitLab's MLOPS_RETRAIN_REASON, Jenkins' RETRAIN_REASON parameter; each
+    passes it to `make ci-retrain` as MLOPS_RETRAIN_REASON (the merge request says why)."""
+    from mlops.config import load_params
+    from mlops.monitor import trigger
+
+    retrain = load_params(REPO / "params.yaml").retrain
+    workflow = yaml.safe_load((WORKFLOWS / retrain.github.workflow).read_text())
+    assert "reason" in workflow[True]["workflow_dispatch"]["inputs"]
+    assert "inputs.reason" in workflow["jobs"]["retrain"]["env"]["MLOPS_RETRAIN_REASON"]
+    gitlab = yaml.safe_load((REPO / ".gitlab-ci.yml").read_text())
+    assert any(f"${trigger.REASON_VARIABLE}" in rule["if"] for rule in gitlab["retrain"]["rules"])
+    assert gitlab["retrain"]["script"] == ["make ci-retrain"]
+    jenkins = (REPO / "Jenkinsfile").read_text()
+    assert f"string(name: '{trigger.JENKINS_PARAMETER}'" in jenkins
+    when, _ = jenkins_stages()["retrain"]
+    assert f"params.{trigger.JENKINS_PARAMETER}" in when
+    assert re.search(r"MLOPS_RETRAIN_REASON = .*params\.RETRAIN_REASON", jenkins)
+    assert 'mlops retrain-mr --reason "$${MLOPS_RETRAIN_REASON' in (REPO / "Makefile").read_text()

@@ -5,7 +5,8 @@ Core kinds are validated with kubernetes-validate (--strict: unknown fields fail
 highest Kubernetes version the chart supports. Custom resources are validated against the CRD JSON schemas
 in kubeconform's layout `{group}/{kind}_{version}.json`, looked up in order at:
   1. $MLOPS_CRD_SCHEMAS (a directory or an http(s) URL prefix), else ../shared/schemas next to the repo;
-  2. the public CRDs catalog that kubeconform users point at,
+  2. its derived/ folder (schemas generated from upstream CRDs the catalog lacks: Kubeflow Trainer);
+  3. the public CRDs catalog that kubeconform users point at,
      https://raw.githubusercontent.com/datreeio/CRDs-catalog/main/ .
 A test skips (saying why) only where no location is readable.
 """
@@ -31,13 +32,13 @@ CHART = REPO / "charts" / "model-server"
 # the lowest and highest Kubernetes versions the chart supports (Chart.yaml kubeVersion: >=1.29)
 KUBE_VERSIONS = ("1.29.0", "1.37.0")
 CATALOG_URL = "https://raw.githubusercontent.com/datreeio/CRDs-catalog/main/"
-CUSTOM_GROUPS = ("argoproj.io", "monitoring.coreos.com")
+CUSTOM_GROUPS = ("argoproj.io", "monitoring.coreos.com", "trainer.kubeflow.org")
 
 
 def schema_locations() -> list[str]:
     """Where CRD schemas are looked up, in order."""
     local = os.environ.get("MLOPS_CRD_SCHEMAS") or str(REPO.parent / "shared" / "schemas")
-    return [local, CATALOG_URL]
+    return [local, local.rstrip("/") + "/derived", CATALOG_URL]
 
 
 @functools.cache

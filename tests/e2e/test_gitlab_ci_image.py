@@ -46,7 +46,11 @@ def _ci_wheelhouse() -> Path:
 
     text = (REPO / "pyproject.toml").read_text()
     freeze = _sh(sys.executable, "-m", "pip", "freeze", "--exclude-editable")
-    kserve = (REPO / "tests/serve/oip_clients/kserve-requirements.txt").read_text()
+    tools = [
+        REPO / "tests/serve/oip_clients/kserve-requirements.txt",
+        REPO / "tests/orchestrate/kfp-requirements.txt",
+    ]
+    kserve = "".join(path.read_text() for path in tools)
     key = hashlib.sha256(f"ci|{text}|{freeze}|{kserve}".encode()).hexdigest()[:16]
     target = CACHE / f"ci-wheelhouse-{key}"
     if not target.exists():
@@ -73,18 +77,19 @@ def _ci_wheelhouse() -> Path:
             "wheel",
             timeout=1800,
         )
-        _sh(  # the KServe client's venv (its own pins, resolved apart from the project's)
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "--quiet",
-            "--wheel-dir",
-            str(tmp / "w"),
-            "-r",
-            str(REPO / "tests/serve/oip_clients/kserve-requirements.txt"),
-            timeout=1800,
-        )
+        for requirements in tools:  # the KServe client's and KFP compiler's venvs (their own pins)
+            _sh(
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--quiet",
+                "--wheel-dir",
+                str(tmp / "w"),
+                "-r",
+                str(requirements),
+                timeout=1800,
+            )
         os.replace(tmp / "w", target)
         shutil.rmtree(tmp)
     return target

@@ -39,6 +39,15 @@ SHAPES = {
         "CI_PROJECT_ID=42",
     ],
     "main": ["--variable", "CI_PIPELINE_SOURCE=push", "--variable", "CI_COMMIT_BRANCH=main"],
+    # `mlops trigger-retrain` on GitLab: the pipeline trigger API (tests/e2e/test_retrain_pipeline.py)
+    "retrain_request": [
+        "--variable",
+        "CI_PIPELINE_SOURCE=trigger",
+        "--variable",
+        "CI_COMMIT_BRANCH=main",
+        "--variable",
+        "GITLAB_CI=true",
+    ],
 }
 
 

@@ -92,6 +92,7 @@ def test_pyfunc_graph_covers_what_loading_and_predicting_imports(pipeline, tmp_p
         meta = json.load(open(sys.argv[2] + "/model.json"))
         frame = pd.read_parquet(sys.argv[3], columns=[f["name"] for f in meta["features"]]).head(5)
         model.predict(None, frame)
+        assert "torch" not in sys.modules, "the pyfunc imported torch"
         print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] == "mlops")))
         """
     )
@@ -104,6 +105,8 @@ def test_pyfunc_graph_covers_what_loading_and_predicting_imports(pipeline, tmp_p
     assert out.returncode == 0, out.stderr[-3000:]
     imported = set(json.loads(out.stdout.strip().splitlines()[-1]))
     graph = bundle.import_graph()
-    assert "mlops.model" in imported
+    assert "mlops.runtime" in imported and "mlops.model" not in imported
     assert imported <= set(graph.modules), imported - set(graph.modules)
-    assert {"mlflow", "torch", "safetensors", "pandas", "numpy"} <= set(graph.third_party)
+    # the pyfunc serves the ONNX export: ONNX Runtime, no torch or safetensors among its requirements
+    assert {"mlflow", "onnxruntime", "pandas", "numpy"} <= set(graph.third_party)
+    assert not {"torch", "safetensors"} & set(graph.third_party), graph.third_party

@@ -6,6 +6,7 @@ promotion record written into the temp workspace (standing in for `mlops promote
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -49,6 +50,7 @@ def test_shipped_params_pass_without_champion(gated):
         "metrics.max.ece",
         "latency.p95_ms_single",
         "latency.p95_ms_batch",
+        "onnx_parity.max_abs_diff",
         "max_model_bytes",
     ):
         assert rules[rid]["verdict"] == "pass", rid
@@ -78,6 +80,44 @@ def test_tracked_reports_hold_verdicts_not_measured_latencies(gated, tmp_path):
     # the review report (not tracked) may show the measured values
     shown = gate.markdown(read_gate(gated), timings)
     assert f"{timings['latency.p95_ms_single']['p95_ms'][0]:.3g} ms" in shown and "see timings" not in shown
+
+
+def test_onnx_parity_of_the_served_file(gated):
+    """serve.backend onnx: the gate scores the test split with model.onnx on ONNX Runtime and with the
+    weights on torch; gate.json carries the max difference rounded up to a power of ten, the timings
+    file the exact figure, and the latency rules were measured on ONNX Runtime."""
+    parity = by_id(read_gate(gated))["onnx_parity.max_abs_diff"]
+    assert parity["kind"] == "parity" and parity["backend"] == "onnx" and parity["verdict"] == "pass"
+    timings = json.loads((gated.root / "reports/gate-timings.json").read_text())
+    exact = timings["onnx_parity.max_abs_diff"]
+    assert 0 <= exact <= parity["value"] <= 1e-6 and timings["backend"] == "onnx"
+    assert parity["value"] in (0.0, 1e-8, 1e-7, 1e-6)  # a power of ten: the same on every machine
+    assert "| `onnx_parity.max_abs_diff` | ≤ " in (gated.root / "reports/gate.md").read_text()
+
+
+def test_onnx_file_of_other_weights_fails_parity(pipeline, tmp_path):
+    """An ONNX export that is not the network of the weights (checksums consistent) is blocked."""
+    ws = copy_workspace(pipeline, tmp_path / "ws")
+    stale = (ws.models / "model.onnx").read_bytes()
+    perturb_weights(ws, 0.5)  # new weights and their own export
+    (ws.models / "model.onnx").write_bytes(stale)  # ... then the old export put back
+    meta = json.loads((ws.models / "model.json").read_text())
+    meta["onnx"]["sha256"] = hashlib.sha256(stale).hexdigest()
+    (ws.models / "model.json").write_text(json.dumps(meta))
+    assert ws.mlops(*gate_args(ws), "--no-fail") == 0
+    result = read_gate(ws)
+    assert "onnx_parity.max_abs_diff" in result["failed"]
+    assert by_id(result)["onnx_parity.max_abs_diff"]["value"] > 1e-4
+
+
+def test_torch_backend_skips_parity_and_times_torch(pipeline, tmp_path):
+    ws = copy_workspace(pipeline, tmp_path / "ws")
+    data = yaml.safe_load(ws.params.read_text())
+    data["serve"]["backend"] = "torch"
+    ws.params.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert ws.mlops(*gate_args(ws)) == 0
+    assert by_id(read_gate(ws))["onnx_parity.max_abs_diff"]["verdict"] == "skip"
+    assert json.loads((ws.root / "reports/gate-timings.json").read_text())["backend"] == "torch"
 
 
 def test_latency_budget_missed_once_is_measured_again():

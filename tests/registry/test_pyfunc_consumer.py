@@ -9,7 +9,7 @@ script's directory nor the working directory on sys.path) in a temp directory ou
 with an environment holding only PATH, HOME and MLFLOW_TRACKING_URI. So the project code the model needs
 can come only from the code bundled in the model version.
 
-Building the environment takes one to four minutes (torch and MLflow's dependencies). Set
+Building the environment takes one to four minutes (MLflow's dependencies, ONNX Runtime). Set
 `MLOPS_TEST_CONSUMER_ENV=<dir>` to keep it between runs: it is reused only while the model's
 requirements.txt is unchanged, else rebuilt.
 
@@ -35,8 +35,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from mlops import bundle
-from mlops import model as model_lib
+from mlops import bundle, runtime
 
 from .conftest import register_args, split_rows
 from conftest import free_port
@@ -63,6 +62,7 @@ json.dump(
         "mlops_file": mlops.__file__,
         "modules": sorted(m for m in sys.modules if m.split(".")[0] == "mlops"),
         "dists": sorted(dists),
+        "torch_imported": "torch" in sys.modules,
     },
     open(sys.argv[3], "w"),
 )
@@ -141,7 +141,7 @@ def stop_group(proc: subprocess.Popen) -> None:
 
 
 def expected(ws, rows):
-    model = model_lib.load(ws.models)
+    model = runtime.load_onnx(ws.models)  # what the pyfunc serves (torch parity: the gate's rule)
     proba = model.predict_proba(rows)
     return proba, list(model.predict_label(proba))
 
@@ -170,6 +170,9 @@ def test_load_model_and_predict_in_a_clean_environment(
     assert out.returncode == 0, out.stderr[-4000:]
     result = json.loads((tmp_path / "out.json").read_text())
     assert "mlops-gitops-template" not in result["dists"]
+    # the pyfunc runs the ONNX export on ONNX Runtime: torch is neither installed nor imported
+    assert "onnxruntime" in result["dists"] and "torch" not in result["dists"], result["dists"]
+    assert not result["torch_imported"]
     # the project code came from the model version's bundled code, not from this checkout
     assert "/code/mlops/" in result["mlops_file"] and not result["mlops_file"].startswith(str(Path.cwd()))
     assert set(result["modules"]) <= set(bundle.import_graph().modules), result["modules"]

@@ -12,6 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlops import model as model_lib
+from mlops import runtime
 
 from .conftest import copy_workspace, gate_args, register_args, set_gate, split_rows
 from .test_no_pickle import assert_nothing_unpickled, audit
@@ -60,12 +61,12 @@ def test_registered_model_is_a_pickle_free_pyfunc(gated, server_uri, unique_name
     assert gated.mlops(*register_args(gated, unique_name)) == 0
     local = mlflow.artifacts.download_artifacts(f"models:/{unique_name}/1", dst_path=str(tmp_path / "dl"))
     names = {p.name for p in (tmp_path / "dl").rglob("*") if p.is_file()}
-    assert {"model.safetensors", "model.json", "MLmodel", "pyfunc_model.py"} <= names
+    assert {"model.safetensors", "model.onnx", "model.json", "MLmodel", "pyfunc_model.py"} <= names
     assert not [n for n in names if n.endswith((".pkl", ".pickle", ".cloudpickle"))], names
     assert "pyfunc_model.py" in (tmp_path / "dl" / "MLmodel").read_text()
 
     rows = split_rows(gated)  # test-split rows with model.json's feature columns
-    model = model_lib.load(gated.models)
+    model = runtime.load_onnx(gated.models)  # the pyfunc serves the ONNX export
     expected = model.predict_proba(rows)
     out = mlflow.pyfunc.load_model(local).predict(rows)
     np.testing.assert_allclose(out["probability"].to_numpy(), expected, rtol=1e-6)
@@ -173,7 +174,11 @@ def test_fetch_model_places_verified_files(gated, registered, tmp_path, capsys):
     )
     out = json.loads(capsys.readouterr().out)
     assert out["sha256"] == sha_of(gated) and out["version"] == "1"
-    assert sorted(p.name for p in dest.iterdir()) == ["model.json", "model.safetensors", "registry.json"]
+    from mlops import artifact
+
+    model_files = artifact.file_names(model_lib.read_metadata(gated.models))  # weights, ONNX, model.json
+    expected = sorted([*model_files, "reference.parquet", "registry.json"])
+    assert sorted(p.name for p in dest.iterdir()) == expected
     # readable by the serving container's user, whoever the init container ran as (0644 under umask 022)
     from mlops import files
 
@@ -184,6 +189,31 @@ def test_fetch_model_places_verified_files(gated, registered, tmp_path, capsys):
     assert model_lib.load(dest).metadata["weights"]["sha256"] == sha_of(gated)
     # by alias, into the same (now populated) directory
     assert cli.main(["fetch-model", "--name", registered, "--version", "candidate", "--dest", str(dest)]) == 0
+
+
+def test_fetched_drift_reference_is_a_sample_of_the_training_split(gated, registered, params, tmp_path):
+    """reference.parquet: raw features + label of training rows (capped at drift.reference_rows, no test
+    or validation row), and the registered model's probability on each of them."""
+    import pandas as pd
+
+    from mlops import cli
+
+    dest = tmp_path / "model"
+    assert cli.main(["fetch-model", "--name", registered, "--version", "1", "--dest", str(dest)]) == 0
+    ref = pd.read_parquet(dest / "reference.parquet")
+    meta = model_lib.read_metadata(dest)
+    features = [f["name"] for f in meta["features"]]
+    assert list(ref.columns) == [*features, meta["label"]["column"], "probability"]
+    train = pd.read_parquet(gated.processed / "train.parquet")
+    assert len(ref) == min(len(train), params.drift.reference_rows)
+    raw = pd.read_parquet(gated.raw)
+    train_raw = raw[raw[meta["id"]].isin(train[meta["id"]])][features]
+    held_out = raw[~raw[meta["id"]].isin(train[meta["id"]])][features]
+    key = lambda f: f.astype(str).agg("|".join, axis=1)  # noqa: E731 - a row's identity
+    assert key(ref[features]).isin(set(key(train_raw))).all()
+    assert not key(ref[features]).isin(set(key(held_out)) - set(key(train_raw))).any()
+    proba = model_lib.load(dest).predict_proba({n: ref[n].to_numpy() for n in features})
+    np.testing.assert_allclose(ref["probability"].to_numpy(), proba, rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("version", ["99", "no-such-alias"])
