@@ -201,3 +201,14 @@ def test_exporter_none_writes_no_onnx_file(tmp_path):
     model_lib.save(tmp_path, net, meta, exporter="torchscript")
     saved = model_lib.save(tmp_path, net, meta, exporter="none")
     assert saved["onnx"] is None and not (tmp_path / "model.onnx").exists()
+
+
+def test_set_determinism_turns_on_deterministic_kernels():
+    import torch
+
+    torch.use_deterministic_algorithms(False)
+    try:
+        train.set_determinism(0, 1)
+        assert torch.are_deterministic_algorithms_enabled()
+    finally:
+        torch.use_deterministic_algorithms(False)

@@ -57,7 +57,13 @@ def set_determinism(seed: int, threads: int) -> None:
     """Seed torch and force deterministic kernels (byte-identical weights across runs on CPU)."""
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS on CUDA
     torch.manual_seed(seed)
-    torch.use_deterministic_algorithms(True)
+    # torch.use_deterministic_algorithms(True) = this eager-mode flag + the torch._inductor compiler's
+    # `deterministic` setting, whose import costs ~2-3 s of train's start-up; training here never
+    # compiles, so only the flag is set (torch is pinned exactly; the public call is the fallback)
+    try:
+        torch._C._set_deterministic_algorithms(True)
+    except AttributeError:
+        torch.use_deterministic_algorithms(True)
     torch.set_num_threads(threads)
 
 

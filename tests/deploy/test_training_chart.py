@@ -286,7 +286,7 @@ def test_init_script_pulls_the_targets_and_sets_params(project, tmp_path):
     ws = tmp_path / "workspace"
     ws.mkdir()
     vals = {
-        "tracking": {"secretName": "mlflow"},
+        "tracking": {"secretName": "mlflow"},  # pragma: allowlist secret
         "image": {"projectDir": str(project)},
         "volumes": {"workspaceDir": str(ws)},
         "params": {"train.device": "cuda"},

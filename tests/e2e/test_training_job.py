@@ -48,7 +48,7 @@ def test_rendered_node_pod_trains_under_torchrun(tmp_path):
     ws = tmp_path / "workspace"
     ws.mkdir()
     vals = {
-        "tracking": {"secretName": "mlflow"},
+        "tracking": {"secretName": "mlflow"},  # pragma: allowlist secret
         "image": {"projectDir": str(app)},
         "volumes": {"workspaceDir": str(ws)},
         "trainer": {"numNodes": 1, "numProcPerNode": 2},
