@@ -120,6 +120,10 @@ def ci_image(docker, tmp_path_factory) -> str:  # noqa: F811
     (ctx / "tests/serve/oip_clients").mkdir(parents=True)
     for name in ("kserve-requirements.txt", "toolenv.py"):
         shutil.copy2(REPO / "tests/serve/oip_clients" / name, ctx / "tests/serve/oip_clients" / name)
+    (ctx / "tests/orchestrate").mkdir(parents=True)  # the KFP compiler's venv, prebuilt like KServe's
+    shutil.copy2(
+        REPO / "tests/orchestrate/kfp-requirements.txt", ctx / "tests/orchestrate/kfp-requirements.txt"
+    )
     node_modules = REPO / "tools/node_modules"
     assert (node_modules / ".bin/gitlab-ci-local").exists(), "run `make install-dev` first (make test does)"
     shutil.copytree(node_modules, ctx / "node_modules", symlinks=True)
