@@ -33,22 +33,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests"))
+from e2e.test_gitlab_pipeline import SHAPES  # noqa: E402 - the same merge-request shape the e2e tests run
+
 from conftest import copy_repository, tool  # noqa: E402 - the tests' repository copy and tool lookup
 
 JOBS = ["verify", "train", "report"]
 TARGETS = {"cold_s": 180.0, "warm_s": 60.0}
-MERGE_REQUEST = [
-    "--variable",
-    "CI_PIPELINE_SOURCE=merge_request_event",
-    "--unset-variable",
-    "CI_COMMIT_BRANCH",
-    "--variable",
-    "CI_MERGE_REQUEST_IID=7",
-    "--variable",
-    "GITLAB_CI=true",
-    "--variable",
-    "CI_PROJECT_ID=42",
-]
 LOCK = "/tmp/mlops-docker.lock"
 
 
@@ -74,7 +64,7 @@ def baseline_tree(ref: str, dest: Path) -> Path:
 
 def pipeline(repo: Path, code: Path, state: Path, venv: Path, extra: dict[str, str], jobs: list[str]) -> dict:
     """One merge-request pipeline run; total and per-job wall time, job verdicts."""
-    args = [tool("gitlab-ci-local"), "--force-shell-executor", "--shell-isolation", *MERGE_REQUEST]
+    args = [tool("gitlab-ci-local"), "--force-shell-executor", "--shell-isolation", *SHAPES["merge_request"]]
     variables = {
         "VENV": str(venv),
         "NODE_MODULES": str(REPO / "tools/node_modules"),

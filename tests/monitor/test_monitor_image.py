@@ -46,9 +46,10 @@ def monitor_image(docker, tmp_path_factory) -> str:  # noqa: F811
 
 
 def run(
-    env: dict, image: str, *args: str, mounts: dict[Path, str] | None = None
+    env: dict, image: str, *args: str, mounts: dict[Path, str] | None = None, entrypoint: str | None = None
 ) -> subprocess.CompletedProcess:
-    volumes = [f"--volume={src}:{dst}:ro" for src, dst in (mounts or {}).items()]
+    options = [f"--volume={src}:{dst}:ro" for src, dst in (mounts or {}).items()]
+    options += ["--entrypoint", entrypoint] if entrypoint else []
     return subprocess.run(
         [
             "docker",
@@ -62,7 +63,7 @@ def run(
             "--user",
             "10001:10001",
         ]
-        + volumes
+        + options
         + [image, *args],
         env=env,
         capture_output=True,
@@ -108,25 +109,7 @@ def test_no_torch_no_mlflow_and_the_clis_parse(docker, monitor_image):  # noqa: 
         '    try: print(u.urlopen("http://127.0.0.1:9095/healthz").read().decode()); break\n'
         "    except OSError: time.sleep(0.1)'"
     )
-    health = subprocess.run(
-        [
-            "docker",
-            "run",
-            "--rm",
-            "--network",
-            "none",
-            "--read-only",
-            "--tmpfs",
-            "/tmp",
-            "--user",
-            "10001:10001",
-        ]
-        + ["--entrypoint", "sh", monitor_image, "-c", script],
-        env=docker,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    health = run(docker, monitor_image, "-c", script, entrypoint="sh")
     assert json.loads(health.stdout) == {"status": "ok"}, health.stdout + health.stderr
 
 
