@@ -58,7 +58,7 @@ def test_prometheus_rule_values_leave_out_and_label():
     ]
     (rule,) = by_kind(objects, "PrometheusRule")
     expected = copy.deepcopy(promql.load_rules()["groups"])
-    expected = [g for g in expected if not g["name"].startswith("mlops-drift.")]
+    expected = [g for g in expected if g["name"] != "mlops-drift"]
     for group in expected:
         group["rules"] = [r for r in group["rules"] if r.get("alert") != "MlopsServeNoTraffic"]
         for r in group["rules"]:
@@ -80,7 +80,7 @@ def test_alert_labels_override_the_files_severity():
 
 @pytest.mark.parametrize(
     "key, name",
-    [("disabledAlerts", "MlopsServeNoTrafic"), ("excludeGroups", "mlops-serve.alert")],
+    [("disabledAlerts", "MlopsServeNoTrafic"), ("excludeGroups", "mlops-serve.alerts")],
 )
 def test_unknown_names_fail_the_render(key, name):
     with pytest.raises(ConfigError, match=f"prometheusRule.{key}: no .*{name}"):

@@ -52,6 +52,24 @@ def test_rules_aggregate_by_scrape_labels_and_name_no_release():
             assert "by (namespace, service, job" in rule["expr"], rule["record"]
 
 
+def test_rules_read_only_recordings_evaluated_before_them_in_their_group():
+    """A rule that reads a recorded series sits after that recording rule in the same group: groups are
+    evaluated in no fixed order (promtool test: map order), so a reader in another group can miss the
+    sample within the 5m lookback and its alert flakes (seen as an intermittent drift-daily failure)."""
+    for group in promql.load_rules()["groups"]:
+        earlier: set[str] = set()
+        for rule in group["rules"]:
+            name = rule.get("record") or rule["alert"]
+            for recorded in promql.recorded_names():
+                if recorded in rule["expr"]:
+                    assert recorded in earlier, (
+                        f"{name} (group {group['name']}) reads {recorded}, which is not recorded before it "
+                        "in the same group"
+                    )
+            if "record" in rule:
+                earlier.add(rule["record"])
+
+
 def test_example_prometheus_config_passes_promtool():
     """monitoring/prometheus/prometheus.yml (plain Prometheus) is valid and loads the canonical rules."""
     result = promql.promtool("check", "config", str(promql.PROMETHEUS))
