@@ -265,6 +265,20 @@ def http(url: str, body: bytes | None = None) -> tuple[int, dict]:
         return e.code, json.loads(e.read())
 
 
+def receiver_argv(params: Path, port: int) -> list[str]:
+    """`mlops trigger-retrain --listen` on 127.0.0.1:port, as the chart's retrain-trigger runs it."""
+    return [
+        sys.executable,
+        "-m",
+        "mlops",
+        "--params",
+        str(params),
+        "trigger-retrain",
+        "--listen",
+        f"127.0.0.1:{port}",
+    ]
+
+
 def test_receiver_end_to_end(tmp_path):
     """`mlops trigger-retrain --listen`: a firing notification triggers once, repeats are no-ops within
     the cooldown, a resolved one does nothing, a malformed one is a 400 naming the field."""
@@ -273,16 +287,7 @@ def test_receiver_end_to_end(tmp_path):
     with running() as ci:
         env = {**os.environ, **ci_env(ci, "gitlab")}
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlops",
-                "--params",
-                str(params),
-                "trigger-retrain",
-                "--listen",
-                f"127.0.0.1:{port}",
-            ],
+            receiver_argv(params, port),
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

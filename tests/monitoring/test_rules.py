@@ -14,7 +14,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -271,23 +270,14 @@ def test_live_alertmanager_drift_alert_starts_one_retrain_run(tmp_path):
     one retrain run on the CI (the GitHub API of the labelled CI test double of tests/monitor), with the
     alert named in the reason; a critical server alert starts nothing."""
     from monitor.ci_double import running as ci_double
-    from monitor.test_trigger import ci_env, cli_params
+    from monitor.test_trigger import ci_env, cli_params, receiver_argv
 
     params = cli_params(tmp_path, "github")
     port = free_port()
     log = tmp_path / "receiver.log"
     with ci_double() as ci, open(log, "wb") as receiver_log:
         receiver = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "mlops",
-                "--params",
-                str(params),
-                "trigger-retrain",
-                "--listen",
-                f"127.0.0.1:{port}",
-            ],
+            receiver_argv(params, port),
             env={**os.environ, **ci_env(ci, "github")},
             stdout=subprocess.DEVNULL,
             stderr=receiver_log,
