@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from conftest import Workspace
 
@@ -67,11 +68,14 @@ def test_model_missing_exits_5(pipeline, workspace: Workspace, capsys):
     assert not workspace.metrics.exists()
 
 
-def test_tampered_model_exits_6(pipeline, workspace: Workspace):
+@pytest.mark.parametrize("tampered", ["model.safetensors", "model.onnx"])
+def test_tampered_model_exits_6(pipeline, workspace: Workspace, tampered: str, capsys):
+    """evaluate scores the served ONNX export but verifies both files model.json records."""
     shutil.copytree(pipeline.models, workspace.models)
-    (workspace.models / "model.safetensors").write_bytes(b"\0" * 64)
+    (workspace.models / tampered).write_bytes(b"\0" * 64)
     code = workspace.mlops(*evaluate_on(pipeline, workspace))
     assert code == 6 and not workspace.metrics.exists()
+    assert tampered in capsys.readouterr().err
 
 
 def test_debug_shows_the_traceback(workspace: Workspace, capsys):

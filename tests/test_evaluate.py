@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -99,3 +101,33 @@ def test_null_categorical_values_form_their_own_slice():
 
     keys = evaluate.slice_keys(pd.DataFrame({"c": ["a", None, "b", float("nan")]}), "c", None)
     assert keys.tolist() == ["a", evaluate.MISSING, "b", evaluate.MISSING]
+
+
+def test_evaluate_scores_the_served_onnx_export_without_torch(pipeline, params, tmp_path):
+    """`serve.backend: onnx` (the default): evaluate scores models/model.onnx on ONNX Runtime in a process
+    that never imports torch, and its metrics equal the torch network's within float32 rounding."""
+    probe = (
+        "import json, sys\nfrom pathlib import Path\nfrom mlops import evaluate\n"
+        "from mlops.config import load_params\n"
+        f"p = load_params(Path({str(pipeline.params)!r}))\n"
+        f"r = evaluate.run(p.evaluate, Path({str(pipeline.models)!r}), Path({str(pipeline.raw)!r}), "
+        f"Path({str(pipeline.processed / 'test.parquet')!r}), Path({str(tmp_path / 'onnx.json')!r}), "
+        f"Path({str(tmp_path / 'plots')!r}), backend='onnx')\n"
+        "print(json.dumps(['torch' in sys.modules, 'onnxruntime' in sys.modules]))"
+    )
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == [False, True]
+    on_torch = evaluate.run(
+        params.evaluate,
+        pipeline.models,
+        pipeline.raw,
+        pipeline.processed / "test.parquet",
+        tmp_path / "torch.json",
+        tmp_path / "plots-torch",
+        backend="torch",
+    )["test"]
+    on_onnx = strict_load(tmp_path / "onnx.json")["test"]
+    assert on_onnx["rows"] == on_torch["rows"]
+    for name in ("roc_auc", "pr_auc", "log_loss", "ece", "f1"):
+        assert abs(on_onnx[name] - on_torch[name]) < 1e-5, name

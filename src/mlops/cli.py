@@ -102,7 +102,15 @@ def cmd_train(args: argparse.Namespace, params: Params) -> None:
 def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
     from mlops import evaluate
 
-    result = evaluate.run(params.evaluate, args.model_dir, args.data, args.test, args.metrics, args.plots_dir)
+    result = evaluate.run(
+        params.evaluate,
+        args.model_dir,
+        args.data,
+        args.test,
+        args.metrics,
+        args.plots_dir,
+        backend=params.serve.backend,
+    )
     if args.json:
         print(json.dumps(result["test"], sort_keys=True))
 
