@@ -9,8 +9,10 @@ the one model.json names is refused (exit 6) before anything listens.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import time
 from pathlib import Path
 
 import httpx
@@ -104,3 +106,62 @@ def test_model_without_onnx_export_needs_the_torch_backend(model_dir, tmp_path):
     srv = start_server(tmp_path / "srv", no_onnx, wait=False)
     assert srv.proc.wait(60) == 5
     assert "no ONNX export" in srv.log.read_text() and "serve.backend: torch" in srv.log.read_text()
+
+
+def test_onnx_file_the_runtime_rejects_is_refused_before_listening(model_dir, tmp_path):
+    """The supervisor loads the ONNX model once before forking the workers: an intact file (its sha256
+    matches model.json) that ONNX Runtime cannot load is exit 5 with the file named, not a server that
+    is never ready."""
+    broken = tmp_path / "models"
+    broken.mkdir()
+    for f in model_dir.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    garbage = b"not an onnx graph"
+    (broken / "model.onnx").write_bytes(garbage)
+    meta = json.loads((model_dir / "model.json").read_text())
+    meta["onnx"] = {**meta["onnx"], "sha256": hashlib.sha256(garbage).hexdigest()}
+    (broken / "model.json").write_text(json.dumps(meta))
+    srv = start_server(tmp_path / "srv", broken, wait=False)
+    assert srv.proc.wait(60) == 5
+    log = srv.log.read_text()
+    assert "model.onnx: ONNX Runtime cannot load it" in log, log
+
+
+def test_serving_forward_answers_what_the_runtime_answers(model_dir):
+    """The batcher's forward on ONNX Runtime calls the compiled session directly (no per-call Python
+    checks, no float64 copy): the same probabilities as `OnnxModel.forward`, bit for bit once converted;
+    on torch it is the model's own forward."""
+    from mlops.serve.app import serving_forward
+
+    loaded = runtime.load_onnx(model_dir)
+    forward = serving_forward(loaded)
+    assert forward is not loaded.forward
+    rng = np.random.default_rng(0)
+    for rows in (1, 7, 64):
+        x = rng.normal(size=(rows, loaded.preprocessor.width)).astype(np.float32)
+        got = forward(x)
+        assert got.shape == (rows,)
+        assert got.tolist() == loaded.forward(x).tolist()
+    torch_model = model_mod.load(model_dir)
+    assert serving_forward(torch_model) == torch_model.forward
+
+
+def test_onnx_with_several_threads_loads_in_each_worker(model_dir, spec, rows, tmp_path):
+    """A session with more than one intra-op thread owns a thread pool, which a fork does not copy: then
+    each worker loads its own session (the supervisor loads the model only for `serve.threads: 1`)."""
+
+    def loaded() -> set[int]:
+        lines = srv.log.read_text().split("\n")[:-1]  # a line still being written is not read
+        return {r["pid"] for r in map(json.loads, filter(None, lines)) if "loaded from" in r["msg"]}
+
+    srv = start_server(tmp_path / "srv", model_dir, workers=2, threads=2, global_args=("--log-json",))
+    try:
+        for _ in range(8):  # both workers, whichever the kernel picks
+            resp = httpx.post(srv.infer_url(), json=infer_body(spec, rows[:3]))
+            assert resp.status_code == 200, resp.text
+        deadline = time.monotonic() + 30
+        while len(loaded()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        assert srv.stop() == 0
+    assert len(loaded()) == 2 and srv.proc.pid not in loaded(), srv.log.read_text()

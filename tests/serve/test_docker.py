@@ -18,6 +18,7 @@ and Debian `docker.io` + `debootstrap`; set MLOPS_DOCKER_TESTS=0 to skip it on a
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -28,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -166,6 +168,15 @@ def docker(tmp_path_factory):
     missing = [t for t in ("dockerd", "docker", "debootstrap") if shutil.which(t) is None]
     assert not missing, f"{missing} not found: apt-get install -y docker.io debootstrap"
     assert os.geteuid() == 0, "dockerd and debootstrap need root (or set MLOPS_DOCKER_TESTS=0)"
+    with dockerd() as env:
+        yield env
+
+
+@contextlib.contextmanager
+def dockerd() -> Iterator[dict[str, str]]:
+    """Run a private dockerd (no bridge, no iptables; data-root cached in $MLOPS_DOCKER_CACHE) while in
+    the block; yields the environment (DOCKER_HOST) for `docker` commands. Also used by
+    benchmarks/serving/startup.py."""
     CACHE.mkdir(parents=True, exist_ok=True)
     run_dir = Path(tempfile.mkdtemp(prefix="mld-", dir="/tmp"))  # short: unix socket paths are limited
     sock = run_dir / "docker.sock"
@@ -189,33 +200,38 @@ def docker(tmp_path_factory):
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    env = {**os.environ, "DOCKER_HOST": f"unix://{sock}"}
-    deadline = time.monotonic() + 60
-    while subprocess.run(["docker", "info"], env=env, capture_output=True).returncode != 0:
-        alive = proc.poll() is None and time.monotonic() < deadline
-        assert alive, (run_dir / "dockerd.log").read_text()[-3000:]
-        time.sleep(0.5)
-    yield env
-    proc.send_signal(signal.SIGTERM)
     try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    subprocess.run(["umount", str(run_dir / "exec" / "netns" / "default")], capture_output=True)
-    shutil.rmtree(run_dir, ignore_errors=True)
+        env = {**os.environ, "DOCKER_HOST": f"unix://{sock}"}
+        deadline = time.monotonic() + 60
+        while subprocess.run(["docker", "info"], env=env, capture_output=True).returncode != 0:
+            alive = proc.poll() is None and time.monotonic() < deadline
+            assert alive, (run_dir / "dockerd.log").read_text()[-3000:]
+            time.sleep(0.5)
+        yield env
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        subprocess.run(["umount", str(run_dir / "exec" / "netns" / "default")], capture_output=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
 
 
-def build_image(docker: dict, ctx: Path, dockerfile: str, tag: str, wheelhouse: Path) -> str:
+def build_image(
+    docker: dict, ctx: Path, dockerfile: str, tag: str, wheelhouse: Path, root: Path = REPO
+) -> str:
     """Build `dockerfile` offline as `tag`: debootstrap base + wheelhouse in the clean build context `ctx`
-    (also used by the deploy rehearsal, tests/e2e/test_rehearse.py)."""
+    (also used by the deploy rehearsal, tests/e2e/test_rehearse.py). The sources come from `root` (the
+    checkout; the start-up benchmark passes an older revision's files)."""
     base = _slim_base_tarball()
     base_tag = f"mlops-base:bookworm-slim-{base.stem.rsplit('-', 1)[1]}"
     if subprocess.run(["docker", "image", "inspect", base_tag], env=docker, capture_output=True).returncode:
         _sh("docker", "import", str(base), base_tag, env=docker)
     for name in (dockerfile, ".dockerignore", "pyproject.toml", "README.md", "params.yaml"):
-        shutil.copy(REPO / name, ctx / name)
-    shutil.copytree(REPO / "src", ctx / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        shutil.copy(root / name, ctx / name)
+    shutil.copytree(root / "src", ctx / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copytree(wheelhouse, ctx / "wheelhouse")
     _sh(
         "docker",

@@ -125,6 +125,12 @@ class FastPath:
         self._zero_row = [0.0] * self.width
         self._scaling = [(f.column, f.mean, f.std, f.median) for f in self.numeric_features]
         self._indexes = [f.index for f in self.categorical_features]
+        # by input slot (model order), for the one-row pass: scaling state, or None for a categorical...
+        self._slot_scaling = [
+            (f.column, f.mean, f.std, f.median) if f.numeric else None for f in self.features
+        ]
+        # ...and the one-hot column of each category, or None for a numeric feature
+        self._slot_index = [None if f.numeric else f.index for f in self.features]
         request = msgspec.defstruct(
             "FastRequest",
             [
@@ -149,7 +155,12 @@ class FastPath:
             inputs = request.inputs
             if len(inputs) != len(self.features) or not inputs:
                 return None
+            for out in request.outputs or ():
+                if out.name not in OUTPUTS:
+                    return None
             rows = len(inputs[0].data)
+            if rows == 1:  # the most common request, checked and encoded in one pass over its inputs
+                return self._one(request, inputs)
             flat, column = [rows], [rows, 1]
             by_slot: list[Any] = [None] * len(inputs)
             for tensor in inputs:
@@ -159,27 +170,35 @@ class FastPath:
                 by_slot[tensor.slot] = tensor
             if rows < 1 or None in by_slot:
                 return None
-            for out in request.outputs or ():
-                if out.name not in OUTPUTS:
-                    return None
-            x = self._one(by_slot) if rows == 1 else self._many(by_slot, rows)
+            x = self._many(by_slot, rows)
         except Exception:  # noqa: BLE001 - any failure (e.g. an integer too large for FP64) is the
             return None  # reference path's to report
         return None if x is None else (request, by_slot, x)
 
-    def _one(self, by_slot: list[Any]) -> np.ndarray | None:
-        """One row with Python floats: the same float64 arithmetic as the reference's numpy, then one
-        float32 conversion."""
+    def _one(self, request: Any, inputs: list[Any]) -> tuple[Any, list[Any], np.ndarray] | None:
+        """One row: the checks of `decode` while each value goes into a row of Python floats (the same
+        float64 arithmetic as the reference's numpy), then one float32 conversion."""
         row = self._zero_row.copy()
-        k = self.n_numeric
-        for tensor, (column, mean, std, median) in zip(by_slot[:k], self._scaling, strict=False):
-            v = tensor.data[0]
-            row[column] = ((median if v is None else v) - mean) / std
+        by_slot: list[Any] = [None] * len(inputs)
+        scaling, indexes = self._slot_scaling, self._slot_index
+        for tensor in inputs:
+            shape, data = tensor.shape, tensor.data
+            if len(data) != 1 or (shape != [1] and shape != [1, 1]):
+                return None
+            slot = tensor.slot
+            by_slot[slot] = tensor
+            index = indexes[slot]
+            if index is None:
+                column, mean, std, median = scaling[slot]
+                v = data[0]
+                row[column] = ((median if v is None else v) - mean) / std
+            else:
+                row[index[data[0]]] = 1.0
+        if None in by_slot:  # a feature missing (and another one twice): the reference path says which
+            return None
         if self.any_unsafe and not all(abs(row[f.column]) <= FLOAT32_MAX for f in self.numeric_features):
             return None
-        for tensor, index in zip(by_slot[k:], self._indexes, strict=False):
-            row[index[tensor.data[0]]] = 1.0
-        return np.array([row], dtype=np.float32)
+        return request, by_slot, np.array([row], dtype=np.float32)
 
     def _many(self, by_slot: list[Any], rows: int) -> np.ndarray | None:
         x = np.zeros((rows, self.width), dtype=np.float32)

@@ -1,7 +1,8 @@
 """server: start-up checks, the worker processes and their supervisor.
 
 `run` verifies the model files (missing: exit 5; sha256 mismatch: exit 6) before anything listens,
-imports the model runtime (ONNX Runtime; torch only with `serve.backend: torch`) and the app once, then
+imports the model runtime (ONNX Runtime; torch only with `serve.backend: torch`) and the app once (with
+ONNX Runtime on one thread it also loads the verified model once: ONNX Runtime refusing it is exit 5), then
 forks `serve.workers` uvicorn processes that each bind the port
 with SO_REUSEPORT (the kernel spreads connections evenly, and a worker closing its socket on SIGTERM
 really refuses new connections).
@@ -27,7 +28,7 @@ from typing import Any
 
 from mlops.artifact import verify
 from mlops.config import ServeParams
-from mlops.errors import ConfigError, MlopsError
+from mlops.errors import ConfigError, MlopsError, ModelNotReady
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ def run(
     model_dir = Path(model_dir).resolve()
     meta, _ = verify(model_dir)  # before importing a runtime: fast, clear exit codes
     if params.backend == "onnx":
-        verify(model_dir, "onnx")  # the file served; each worker verifies the bytes it loads again
+        verify(model_dir, "onnx")  # the file served; the loader verifies the bytes it loads again
     version = model_version or os.environ.get("MLOPS_MODEL_VERSION") or meta["weights"]["sha256"][:12]
     bind(host, port, reuseport=False).close()  # fail early and clearly when the port is taken
     prom_dir = tempfile.mkdtemp(prefix="mlops-prometheus-")
@@ -88,9 +89,19 @@ def run(
     # (ONNX Runtime takes its threads from the session options; numpy's BLAS reads these too)
     os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = str(params.threads)
     from mlops.serve import worker
-    from mlops.serve.app import Settings
+    from mlops.serve.app import Settings, load_model
 
     worker.preload(params.backend)
+    model = None
+    # ONNX Runtime with one intra-op thread starts no thread pool, so its session survives a fork: load
+    # it once here. More threads (a pool a fork would not copy) or torch: each worker loads its own.
+    if params.backend == "onnx" and params.threads == 1:
+        try:
+            model = load_model(str(model_dir), params.backend, params.threads, version)
+        except MlopsError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the runtime's own exception types (warm-up forward)
+            raise ModelNotReady(f"{model_dir}: the model does not run on ONNX Runtime ({e})") from e
     settings = Settings(str(model_dir), version, params.model_dump(mode="json")).to_json()
     log.info(
         "serving %s version %s from %s (%s) on http://%s:%d with %d worker(s)",
@@ -103,7 +114,7 @@ def run(
         params.workers,
     )
     try:
-        _supervise(params, lambda: worker.serve(settings, host, port))
+        _supervise(params, lambda: worker.serve(settings, host, port, model))
     finally:
         shutil.rmtree(prom_dir, ignore_errors=True)
 
