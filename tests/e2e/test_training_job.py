@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from deploy.test_training_chart import container, parts, rendered
 
 from conftest import FIXTURE_PARAMS, REPO, free_port
@@ -29,21 +30,52 @@ def sh(cmd: list[str], cwd: Path, env: dict[str, str]) -> subprocess.CompletedPr
     return result
 
 
-def test_rendered_node_pod_trains_under_torchrun(tmp_path):
+def host_env() -> dict[str, str]:
+    """This environment with the venv's tools first and no tracking URI (each test names its own)."""
     env = {**os.environ, "DVC_NO_ANALYTICS": "1", "PATH": f"{BIN}:{os.environ['PATH']}"}
     env.pop("MLFLOW_TRACKING_URI", None)
-    # the image's project: code, dvc.yaml, params; featurize's outputs only in the DVC remote
-    app, remote = tmp_path / "app", tmp_path / "remote"
+    return env
+
+
+def featurized_project(
+    app: Path, remote: Path, params: Path = FIXTURE_PARAMS, lock: Path | None = None
+) -> dict:
+    """The project a pipeline image holds (code, dvc.yaml, `params`, `lock` as its dvc.lock) at `app`,
+    with featurize's outputs only in the local DVC remote `remote`, as CI's `dvc repro` + `dvc push`
+    leave them (tests/e2e/test_pipeline_image.py: the repository's params and dvc.lock). Returns the
+    project's dvc.lock after the repro."""
+    env = host_env()
     app.mkdir()
-    shutil.copytree(REPO / "src", app / "src", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(REPO / "src", app / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     shutil.copy(REPO / "dvc.yaml", app / "dvc.yaml")
-    shutil.copy(FIXTURE_PARAMS, app / "params.yaml")
+    shutil.copy(params, app / "params.yaml")
+    if lock is not None:
+        shutil.copy(lock, app / "dvc.lock")
     sh(["dvc", "init", "--no-scm", "-q"], app, env)
     sh(["dvc", "remote", "add", "-d", "ci", str(remote)], app, env)
     sh(["dvc", "repro", "-q", "featurize"], app, env)
     sh(["dvc", "push", "-q"], app, env)
     for produced in ("data", "reports", ".dvc/cache", "mlflow.db", "mlartifacts"):
         shutil.rmtree(app / produced, ignore_errors=True)
+    return yaml.safe_load((app / "dvc.lock").read_text())
+
+
+def torch_plugin_env(trainer: dict, master_port: int) -> dict[str, str]:
+    """What the Trainer's torch plugin sets in node 0 of a 1-node TrainJob (`trainer`: its spec.trainer)."""
+    return {
+        "PET_NNODES": str(trainer["numNodes"]),
+        "PET_NPROC_PER_NODE": str(trainer["numProcPerNode"]),
+        "PET_NODE_RANK": "0",
+        "PET_MASTER_ADDR": "127.0.0.1",
+        "PET_MASTER_PORT": str(master_port),
+    }
+
+
+def test_rendered_node_pod_trains_under_torchrun(tmp_path):
+    env = host_env()
+    # the image's project: code, dvc.yaml, params; featurize's outputs only in the DVC remote
+    app, remote = tmp_path / "app", tmp_path / "remote"
+    featurized_project(app, remote)
 
     ws = tmp_path / "workspace"
     ws.mkdir()
@@ -67,14 +99,8 @@ def test_rendered_node_pod_trains_under_torchrun(tmp_path):
     node = container(pod, "node")
     trainer = job["spec"]["trainer"]
     node_env = {**env, **{e["name"]: e["value"] for e in trainer["env"]}, "HOME": str(tmp_path)}
-    node_env |= {  # what the Trainer's torch plugin sets for node 0 of a 1-node job
-        "PET_NNODES": str(trainer["numNodes"]),
-        "PET_NPROC_PER_NODE": str(trainer["numProcPerNode"]),
-        "PET_NODE_RANK": "0",
-        "PET_MASTER_ADDR": "127.0.0.1",
-        "PET_MASTER_PORT": str(free_port()),
-        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",  # from the tracking Secret
-    }
+    node_env |= torch_plugin_env(trainer, free_port())
+    node_env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'mlflow.db'}"  # from the tracking Secret
     assert node["workingDir"] == str(ws)
     sh(node["command"], ws, node_env)
 
