@@ -100,7 +100,8 @@ class Served:
     def __enter__(self) -> Any:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self.double))
         self.double.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        # shutdown() waits for the loop's next poll: 0.5 s by default, on every test that uses a double
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.02,), daemon=True)
         self.thread.start()
         return self.double
 

@@ -84,6 +84,8 @@ def test_two_ddp_processes_train_the_same_weights_as_one(pipeline, tmp_path):
     )
 
 
+# slow: `mlops train` in a fresh interpreter (~4 s)
+@pytest.mark.slow
 def test_world_size_that_does_not_divide_the_batch_is_exit_2_before_any_process(pipeline, tmp_path):
     ws = _workspace(pipeline, tmp_path / "ws", nproc_per_node=3, batch_size=64)
     done = _train(ws)
@@ -93,6 +95,8 @@ def test_world_size_that_does_not_divide_the_batch_is_exit_2_before_any_process(
     assert not (ws / "models").exists()
 
 
+# slow: `mlops train` in a fresh interpreter (~4 s)
+@pytest.mark.slow
 def test_cuda_without_a_gpu_is_exit_2_naming_the_key(pipeline, tmp_path):
     ws = _workspace(pipeline, tmp_path / "ws", device="cuda")
     done = _train(ws, CUDA_VISIBLE_DEVICES="")  # no GPU visible, on any machine
@@ -140,6 +144,8 @@ def test_distributed_params_are_typed(pipeline, tmp_path):
         load_params(ws / "params.yaml")
 
 
+# slow: the GPU check script imports torch in a fresh interpreter (~6 s)
+@pytest.mark.slow
 def test_gpu_check_script_skips_clearly_without_a_gpu():
     done = subprocess.run(
         ["bash", str(REPO / "benchmarks/gpu/check.sh")],

@@ -36,7 +36,15 @@ CASES = {
 }
 
 
-@pytest.mark.parametrize("code", list(CASES), ids=[c.splitlines()[0] for c in CASES])
+# slow: a fresh interpreter importing mlops.train loads torch (~4-5 s); the ci-test-e2e job runs it
+SLOW = {"import mlops.train"}
+
+
+@pytest.mark.parametrize(
+    "code",
+    [pytest.param(c, marks=pytest.mark.slow) if c in SLOW else c for c in CASES],
+    ids=[c.splitlines()[0] for c in CASES],
+)
 def test_import_loads_no_library_it_does_not_use(code):
     probe = f"{code}\nimport json, sys\nprint(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))"
     proc = subprocess.run(

@@ -180,6 +180,8 @@ def postgres():
         shutil.rmtree(root, ignore_errors=True)
 
 
+# slow: the module's real PostgreSQL server (initdb + pg_ctl, ~4 s) starts for these two tests
+@pytest.mark.slow
 def test_postgres_source(postgres, tmp_path, monkeypatch, caplog):
     engine = sa.create_engine(postgres)
     TABLE.to_sql("churn", engine, index=False, if_exists="replace")
@@ -192,6 +194,7 @@ def test_postgres_source(postgres, tmp_path, monkeypatch, caplog):
     assert "s3cret-pass" not in caplog.text and "churn:***@127.0.0.1" in caplog.text
 
 
+@pytest.mark.slow
 def test_postgres_errors_never_show_the_password(postgres, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("TEST_SQL_URL", postgres)
     with pytest.raises(DataError) as err:

@@ -79,7 +79,9 @@ def gitlab_jobs(trigger: str, cwd) -> list[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GCL_")}
     env["GCL_IGNORE_PREDEFINED_VARS"] = "CI_PIPELINE_SOURCE,CI_COMMIT_BRANCH"
     proc = subprocess.run(
-        [tool("gitlab-ci-local"), "--list-csv", *GITLAB_SHAPES[trigger]],
+        # the schema is checked once, by check-jsonschema (test_actionlint_and_schemas_accept_the_workflows):
+        # gitlab-ci-local's own validation would repeat it per shape (~2 s each)
+        [tool("gitlab-ci-local"), "--list-csv", "--no-json-schema-validation", *GITLAB_SHAPES[trigger]],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -125,16 +127,79 @@ def block(text: str, start: int) -> str:
     raise AssertionError("unbalanced braces in Jenkinsfile")
 
 
-def jenkins_stages() -> dict[str, tuple[str, str]]:
-    """stage name -> (when block, steps block), from the declarative pipeline."""
+def sections(body: str) -> list[tuple[str, str | None, str]]:
+    """(keyword, stage name or None, inner text) of each `keyword {...}` / `stage('name') {...}` block at
+    the top level of a Jenkinsfile block."""
+    found, i = [], 0
+    while m := re.compile(r"(\w+)\s*(?:\('([^']*)'\))?\s*\{").search(body, i):
+        inner = block(body, m.end() - 1)
+        found.append((m.group(1), m.group(2), inner))
+        i = m.end() + len(inner) + 1
+    return found
+
+
+def jenkins_tree() -> list[dict]:
+    """The declarative pipeline's stages, nested as written: name, own `when`, `steps`, whether it has
+    its own `agent`, and the stages it holds (`parallel` branches or sequential `stages`)."""
     text = (REPO / "Jenkinsfile").read_text()
-    stages_body = block(text, re.search(r"^\s*stages\s*\{", text, re.M).start())
+    text = re.sub(r"^\s*//.*$|\s+//\s.*$", "", text, flags=re.M)  # comments (they may hold braces)
+
+    def tree(body: str) -> list[dict]:
+        out = []
+        for keyword, name, inner in sections(body):
+            assert keyword == "stage" and name, f"Jenkinsfile: unexpected {keyword} block among stages"
+            parts = {k: v for k, _, v in sections(inner)}
+            nested = parts.get("parallel", parts.get("stages"))
+            out.append(
+                {
+                    "name": name,
+                    "when": parts.get("when", ""),
+                    "steps": parts.get("steps", ""),
+                    "agent": parts.get("agent"),
+                    "parallel": "parallel" in parts,
+                    "children": tree(nested) if nested is not None else [],
+                }
+            )
+        return out
+
+    return tree(block(text, re.search(r"^\s*stages\s*\{", text, re.M).start()))
+
+
+def jenkins_stages() -> dict[str, tuple[str, str]]:
+    """leaf stage name -> (its `when` and those of the stages around it, its steps block), in order."""
     out = {}
-    for m in re.finditer(r"stage\('([^']+)'\)\s*\{", stages_body):
-        body = block(stages_body, m.start())
-        when = block(body, body.index("when")) if "when" in body else ""
-        out[m.group(1)] = (when, block(body, body.index("steps")))
+
+    def walk(stages: list[dict], whens: tuple[str, ...]) -> None:
+        for stage in stages:
+            conditions = (*whens, stage["when"]) if stage["when"].strip() else whens
+            if stage["children"]:
+                walk(stage["children"], conditions)
+            else:
+                out[stage["name"]] = ("\n".join(conditions), stage["steps"])
+
+    walk(jenkins_tree(), ())
     return out
+
+
+def jenkins_waits_for() -> dict[str, set[str]]:
+    """leaf stage -> the leaf stages it starts after: everything before it in sequence, except what
+    runs in another branch of the same `parallel`."""
+    waits: dict[str, set[str]] = {}
+
+    def run(stages: list[dict], before: set[str]) -> set[str]:
+        done = set(before)
+        for stage in stages:
+            if stage["parallel"]:
+                done |= set().union(*(run([branch], done) for branch in stage["children"]))
+            elif stage["children"]:
+                done = run(stage["children"], done)
+            else:
+                waits[stage["name"]] = set(done)
+                done.add(stage["name"])
+        return done
+
+    run(jenkins_tree(), set())
+    return waits
 
 
 def jenkins_runs_on(when: str, trigger: str) -> bool:
@@ -191,6 +256,59 @@ def test_the_three_ci_files_call_the_same_make_targets_per_trigger(tmp_path):
         "schedule": {"ci-image-publish", "ci-retrain"},
         "retrain_request": {"ci-image-publish", "ci-retrain"},
     }
+
+
+def gitlab_waits_for() -> dict[str, set[str]]:
+    """job -> the jobs it starts after (transitively): its `needs`, or without them every job of the
+    earlier stages, as GitLab schedules them."""
+    doc = yaml.safe_load((REPO / ".gitlab-ci.yml").read_text())
+    jobs = {name: job for name, job in doc.items() if isinstance(job, dict) and "script" in job}
+    stages = doc["stages"]
+    direct = {
+        name: {n if isinstance(n, str) else n["job"] for n in job["needs"]}
+        if "needs" in job
+        else {o for o, other in jobs.items() if stages.index(other["stage"]) < stages.index(job["stage"])}
+        for name, job in jobs.items()
+    }
+    return {name: closure(direct, name) for name in jobs}
+
+
+def github_waits_for(workflow: str) -> dict[str, set[str]]:
+    """job -> the jobs of this workflow it starts after (transitively, through `needs`)."""
+    jobs = yaml.safe_load((WORKFLOWS / workflow).read_text())["jobs"]
+    direct = {
+        name: set([job["needs"]] if isinstance(job.get("needs"), str) else job.get("needs", []))
+        for name, job in jobs.items()
+    }
+    return {name: closure(direct, name) for name in jobs}
+
+
+def closure(direct: dict[str, set[str]], job: str) -> set[str]:
+    seen: set[str] = set()
+    todo = list(direct[job])
+    while todo:
+        if (name := todo.pop()) not in seen:
+            seen.add(name)
+            todo += direct[name]
+    return seen
+
+
+def test_train_does_not_wait_for_the_unit_tests_and_release_waits_for_everything():
+    """The same DAG in the three files: train needs only the CI image (the review report does not wait
+    for verify); the slower test jobs follow verify; the report follows train; release (main) follows
+    verify, train and both test jobs, so a failing unit test still stops a release."""
+    gitlab, jenkins = gitlab_waits_for(), jenkins_waits_for()
+    github_mr, github_main = github_waits_for("ci.yml"), github_waits_for("cd.yml")
+    for system, mr, main in (
+        ("gitlab", gitlab, gitlab),
+        ("github", github_mr, github_main),
+        ("jenkins", jenkins, jenkins),
+    ):
+        for waits in (mr, main):
+            assert "ci-image" in waits["train"] and "verify" not in waits["train"], system
+            assert "verify" in waits["test-e2e"] and "verify" in waits["test-docker"], system
+        assert "train" in mr["report"] and "verify" not in mr["report"], system
+        assert {"verify", "train", "test-e2e", "test-docker"} <= main["release"], system
 
 
 def test_every_ci_target_exists_and_is_documented():
@@ -326,11 +444,20 @@ def test_jenkinsfile_declarative_shape():
         "test-e2e",
         "test-docker",
         "train",
-        "retrain",
         "report",
+        "retrain",
         "release",
         "promote",
     ]
+    # the tests and the pipeline are parallel branches; the tests' branch has an executor and workspace
+    # of its own (train's outputs are never written next to running tests), train's branch keeps the
+    # pipeline's workspace, where post { archiveArtifacts } collects reports/ and models/
+    (checks,) = [s for s in jenkins_tree() if s["parallel"]]
+    branches = {b["name"]: b for b in checks["children"]}
+    tests, pipeline = (
+        next(b for b in branches.values() if name in str(b["children"])) for name in ("verify", "train")
+    )
+    assert tests is not pipeline and tests["agent"] and not pipeline["agent"]
     assert all("make ci-" in steps for _, steps in stages.values())
     assert "withOptionalCredentials" in stages["train"][1] and "lock(" in stages["release"][1]
     # a failed gate fails the build but the report stage still runs; release only on a green build
@@ -382,14 +509,15 @@ def test_ci_release_refuses_to_register_without_a_tracking_server(tmp_path):
         HOME=str(tmp_path),
         MLOPS_DIFF_BASE="4b825dc642cb6eb9a060e54bf8d69288fbee4904",  # pragma: allowlist secret
     )
-    before = set(REPO.iterdir())
+    # hypothesis' example database may appear meanwhile: the tests run in parallel workers (-n auto)
+    before = {p for p in REPO.iterdir() if p.name != ".hypothesis"}
     proc = subprocess.run(
         ["make", "--no-print-directory", "ci-release"], cwd=REPO, env=env, capture_output=True, text=True
     )
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "MLFLOW_TRACKING_URI is not set" in proc.stderr
     assert "mlops register" not in proc.stdout
-    assert set(REPO.iterdir()) == before, "nothing may be written"
+    assert {p for p in REPO.iterdir() if p.name != ".hypothesis"} == before, "nothing may be written"
 
 
 def test_every_job_runs_in_the_pinned_ci_image():

@@ -103,12 +103,23 @@ def test_merge_request_pipeline_passes_the_gate(tmp_path):
     )
     assert code == 0, log[-6000:]
     assert verdicts == {"verify": "PASS", "train": "PASS", "report": "PASS"}, log[-3000:]
+    # train needs only the CI image, not the unit tests: it starts before verify is done; report follows
+    # train (the order of the log's lines, not a timing)
+    assert position(log, "train", "starting") < position(log, "verify", "finished")
+    assert position(log, "train", "finished") < position(log, "report", "starting")
     gate = json.loads((repo / "reports/gate.json").read_text())  # artifact copied back by gitlab-ci-local
     assert gate["passed"] is True
     assert "Gate" in (repo / "reports/review/report.md").read_text()
     assert list((tmp_path / "remote").rglob("*")), "ci-train pushed nothing to the DVC remote"
     # no GITLAB_TOKEN variable (as for a fork): the report job says why it did not post, and passes
     assert "not posted: GITLAB_TOKEN is not set" in log
+
+
+def position(log: str, job: str, event: str) -> int:
+    """Where gitlab-ci-local's `<job> starting ...` or `<job> finished in ...` line is in the log."""
+    found = re.search(rf"^{job}\s+{event}\b", log, re.M)
+    assert found, f"no `{job} {event}` line in the log"
+    return found.start()
 
 
 def unreachable(params: dict) -> None:

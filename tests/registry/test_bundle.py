@@ -78,6 +78,8 @@ def test_requirements_pin_the_installed_distributions():
         bundle.requirements(["no_such_module_xyz"])
 
 
+# slow: a fresh interpreter loads the MLflow pyfunc and predicts (~3.5 s)
+@pytest.mark.slow
 def test_pyfunc_graph_covers_what_loading_and_predicting_imports(pipeline, tmp_path):
     """Load pyfunc_model.py as MLflow does (a script) and predict: every mlops module imported then must be
     in the graph, and every third-party package imported by those modules among the requirements."""

@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from mlops import files
 from mlops import model as model_lib
@@ -54,6 +55,8 @@ def assert_nothing_unpickled(seen: dict) -> None:
     assert all(call["weights_only"] is True for call in seen["torch_load"]), seen["torch_load"]
 
 
+# slow: a fresh interpreter loads MLflow and torch under the audit hook (~3.5 s)
+@pytest.mark.slow
 def test_model_load_and_predict_unpickle_nothing(pipeline, tmp_path):
     rows = split_rows(pipeline)
     seen = audit("model", pipeline.models, rows, tmp_path)
@@ -72,6 +75,8 @@ class Payload:
         return (builtins.open, (self.path, "w"))
 
 
+# slow: two fresh interpreters load torch (~6 s)
+@pytest.mark.slow
 def test_planted_pickle_is_refused_not_executed(pipeline, tmp_path):
     import torch
 

@@ -15,6 +15,10 @@ from mlops.forge import MARKER
 from . import forge_double
 from .conftest import copy_workspace, write_record
 
+# slow: each test runs `mlops report`, whose `dvc metrics diff` / `dvc params diff` start DVC in a temp
+# git repository (2-6 s a test, ~45 s for the module); the ci-test-e2e job runs them
+pytestmark = pytest.mark.slow
+
 TOKEN = "s3cr3t-token-value-do-not-print"  # pragma: allowlist secret (a fake, for the test double)
 FORGE_VARS = (
     "GITHUB_ACTIONS",

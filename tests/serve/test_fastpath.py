@@ -55,6 +55,8 @@ def check_agrees(features: list[dict], body: bytes) -> bool:
     return True
 
 
+# slow: 300 hypothesis examples, each parsed twice (~3-4 s)
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_valid_requests_take_the_fast_path_with_the_reference_result(data):
@@ -115,6 +117,8 @@ def _mutations(features: list[dict], body: dict):
     )
 
 
+# slow: 400 hypothesis examples (~8 s)
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_changed_requests_never_take_the_fast_path_to_another_result(data):
@@ -126,6 +130,8 @@ def test_changed_requests_never_take_the_fast_path_to_another_result(data):
     check_agrees(features, json.dumps(body).encode())
 
 
+# slow: hypothesis examples over every bound (~4 s)
+@pytest.mark.slow
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_values_at_and_beyond_each_bound_agree_with_the_reference(data):
@@ -149,6 +155,8 @@ def test_values_at_and_beyond_each_bound_agree_with_the_reference(data):
                 assert accepted == (inside and (f["dtype"] == "FP64" or type(value) is int))
 
 
+# slow: 300 hypothesis examples (~2.5 s)
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_any_number_takes_the_fast_path_only_to_the_reference_result(data):
