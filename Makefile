@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 PHONY_INTERNAL := pipeline-ci release-ci promote-ci
-.PHONY: $(PHONY_INTERNAL) ci-promote help install install-dev system-packages run test lint ci-verify ci-test-e2e ci-test-docker ci-image ci-image-tag ci-image-pin ci-image-publish registry-login ci-train ci-retrain ci-report ci-release fingerprint ingest validate featurize train evaluate gate register report drift bench-pipeline bench-ci serve docker-build bench-serving clean chart-check monitoring-check docker-build-fetch docker-build-monitor oip-clients rehearse training-job-stage kfp-pipeline
+.PHONY: $(PHONY_INTERNAL) ci-promote help install install-dev system-packages run test lint ci-verify ci-test-e2e ci-test-docker ci-image ci-image-tag ci-image-pin ci-image-publish registry-login ci-train ci-retrain ci-report ci-release fingerprint ingest validate featurize train evaluate gate register report drift bench-pipeline bench-ci serve docker-build bench-serving clean chart-check monitoring-check docker-build-fetch docker-build-monitor docker-build-pipeline oip-clients rehearse training-job-stage kfp-pipeline
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -100,6 +100,9 @@ docker-build-fetch: ## build the fetch-model init container image (Dockerfile.fe
 docker-build-monitor: ## build the drift job / retrain webhook image (Dockerfile.monitor; MONITOR_IMAGE, BASE_IMAGE, WHEELS)
 	docker build --network host -f Dockerfile.monitor --build-arg BASE_IMAGE=$(or $(BASE_IMAGE),python:3.11-slim-bookworm) \
 		--build-arg WHEELS=$(or $(WHEELS),index) -t $(or $(MONITOR_IMAGE),mlops-monitor:dev) .
+
+docker-build-pipeline: ## build the project image the TrainJob and the Kubeflow pipeline run (Dockerfile.pipeline; PIPELINE_IMAGE, BASE_IMAGE, WHEELS)
+	$(SERVE_BUILD) -f Dockerfile.pipeline -t $(or $(PIPELINE_IMAGE),mlops-pipeline:dev) .
 
 oip-clients: install-dev ## build the KServe SDK's OIP client virtualenv the serving tests use (cached; ~3 min once)
 	$(BIN)/python tests/serve/oip_clients/toolenv.py
@@ -245,11 +248,12 @@ release-ci:
 		|| echo "ci-release: training data not restored from the DVC remote: registered without a drift reference"
 	mlops register
 	@if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then \
-		echo "ci-release: no Docker engine on this runner: serving image not built"; \
+		echo "ci-release: no Docker engine on this runner: images not built"; \
 	elif [ -z "$$IMAGE_REGISTRY" ]; then \
 		$(SERVE_BUILD) -t mlops-serve:$$(git rev-parse --short HEAD) . && \
 		$(SERVE_BUILD) -f Dockerfile.fetch -t mlops-fetch:$$(git rev-parse --short HEAD) . && \
 		$(SERVE_BUILD) -f Dockerfile.monitor -t mlops-monitor:$$(git rev-parse --short HEAD) . && \
+		$(SERVE_BUILD) -f Dockerfile.pipeline -t mlops-pipeline:$$(git rev-parse --short HEAD) . && \
 		echo "ci-release: IMAGE_REGISTRY is not set: images built, not pushed"; \
 	else \
 		$(subst @,,$(registry_login)) && \
@@ -259,6 +263,8 @@ release-ci:
 		docker push $$IMAGE_REGISTRY/mlops-fetch:$$(git rev-parse --short HEAD) && \
 		$(SERVE_BUILD) -f Dockerfile.monitor -t $$IMAGE_REGISTRY/mlops-monitor:$$(git rev-parse --short HEAD) . && \
 		docker push $$IMAGE_REGISTRY/mlops-monitor:$$(git rev-parse --short HEAD) && \
+		$(SERVE_BUILD) -f Dockerfile.pipeline -t $$IMAGE_REGISTRY/mlops-pipeline:$$(git rev-parse --short HEAD) . && \
+		docker push $$IMAGE_REGISTRY/mlops-pipeline:$$(git rev-parse --short HEAD) && \
 		{ docker manifest inspect "$$IMAGE_REGISTRY/$(CI_IMAGE)" >/dev/null 2>&1 || \
 		  { $(CI_IMAGE_BUILD) -t "$$IMAGE_REGISTRY/$(CI_IMAGE)" . && docker push "$$IMAGE_REGISTRY/$(CI_IMAGE)"; }; }; \
 	fi
