@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from mlops.errors import ConfigError
+
 DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
 
@@ -18,11 +20,27 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
+def _require_sql_store(uri: str) -> None:
+    """A database store needs MLflow's SQL backend, which the `mlflow-skinny` client (the pipeline image)
+    leaves out: say so, instead of failing deep inside MLflow with a missing module."""
+    import importlib.util
+
+    missing = [m for m in ("sqlalchemy", "alembic") if importlib.util.find_spec(m) is None]
+    if missing and not uri.startswith("file:"):
+        raise ConfigError(
+            f"MLFLOW_TRACKING_URI: {uri} is a database store, and this installation has no "
+            f"{' / '.join(missing)} (the MLflow client only, e.g. the pipeline image): set "
+            "MLFLOW_TRACKING_URI to a tracking server (http://...)"
+        )
+
+
 def configure(experiment: str) -> str:
     """Point MLflow at the tracking store and select (or create) `experiment`; return its id."""
     import mlflow
 
     uri = tracking_uri()
+    if not uri.startswith(("http://", "https://", "databricks")):
+        _require_sql_store(uri)
     mlflow.set_tracking_uri(uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:

@@ -34,7 +34,10 @@ DEFAULT_IMAGE = f"ghcr.io/example-org/mlops-pipeline:{__version__}"
 # pipeline parameters, given to every step (empty: the image's default remote / embedded tracking)
 PARAMETERS = {
     "dvc_remote_url": "DVC remote URL replacing the project's default remote (empty: .dvc/config's)",
-    "mlflow_tracking_uri": "MLflow tracking URI for the stages that track (empty: the image's default)",
+    "mlflow_tracking_uri": (
+        "MLflow tracking URI for the stages that track (empty: MLFLOW_TRACKING_URI of the pod, else the "
+        "embedded SQLite store, which the pipeline image's MLflow client cannot write: set a server)"
+    ),
 }
 
 

@@ -1,0 +1,37 @@
+"""tracking: where MLflow runs go, and a clear error where the installation cannot write there."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from mlops import tracking
+from mlops.errors import ConfigError
+
+
+@pytest.mark.parametrize("missing", ["alembic", "sqlalchemy"])
+def test_database_store_without_the_sql_backend_is_a_config_error(monkeypatch, tmp_path, missing):
+    """The pipeline image has the MLflow client only (mlflow-skinny): a SQLite store is exit 2 naming
+    MLFLOW_TRACKING_URI and the missing module, not a ModuleNotFoundError from inside MLflow."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setitem(sys.modules, missing, None)  # as if not installed: find_spec answers None
+    with pytest.raises(ConfigError, match=f"MLFLOW_TRACKING_URI: sqlite:///.* no .*{missing}") as e:
+        tracking.configure("checked")
+    assert e.value.exit_code == 2
+    assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_embedded_store_is_created_next_to_its_artifacts(monkeypatch, tmp_path):
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    # configure() sets MLflow's process-wide URI: restore it for the tests that run after this one
+    monkeypatch.setattr(utils, "_tracking_uri", utils._tracking_uri)
+
+    exp_id = tracking.configure("checked")
+    assert (tmp_path / "mlflow.db").exists()
+    location = mlflow.get_experiment(exp_id).artifact_location
+    assert location == (tmp_path / tracking.DEFAULT_ARTIFACTS).as_uri()
+    assert tracking.configure("checked") == exp_id  # found, not created twice
