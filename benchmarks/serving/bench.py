@@ -21,9 +21,6 @@ import argparse
 import json
 import os
 import platform
-import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,10 +32,9 @@ import mlflow
 import psutil
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(REPO / "tests"))
-from serve.serve_helpers import ModelSpec, free_port, infer_body, split_rows  # noqa: E402 - the tests' builders
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import HERE, REPO, free_port, start_server, stop_server, wrk  # noqa: E402
+from serve.serve_helpers import ModelSpec, infer_body, split_rows  # noqa: E402 - the tests' builders
 
 SCENARIOS = [
     ("single-row c=1", 1, 1),
@@ -78,37 +74,6 @@ def mlflow_body(n: int) -> bytes:
     return json.dumps({"dataframe_split": {"columns": SPEC.names, "data": data}}).encode()
 
 
-def start(cmd: list[str], ready_url: str, env: dict[str, str], cwd: Path, log: Path) -> tuple[Any, float]:
-    """Start a server in its own process group; return it and the seconds until `ready_url` answers 200
-    20 times in a row (so every worker process is ready, not just the first)."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(
-        cmd, env=env, cwd=cwd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True
-    )
-    ok, first_ok = 0, 0.0
-    while True:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{cmd[0]} exited: {log.read_text()[-2000:]}")
-        try:
-            ready = httpx.get(ready_url, timeout=1).status_code == 200
-        except httpx.TransportError:
-            ready = False
-        if ready and not ok:
-            first_ok = time.perf_counter() - t0
-        ok = ok + 1 if ready else 0
-        if ok >= 20:
-            return proc, first_ok
-        time.sleep(0.005 if ok else 0.01)
-
-
-def stop(proc) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
 def memory(proc) -> dict[str, Any]:
     """RSS and PSS (MB) of each process of a server (supervisor first, then its workers) and in total."""
     p = psutil.Process(proc.pid)
@@ -120,47 +85,6 @@ def memory(proc) -> dict[str, Any]:
         "processes": per,
         "rss_mb": round(sum(x["rss_mb"] for x in per), 1),
         "pss_mb": round(sum(x["pss_mb"] for x in per), 1),
-    }
-
-
-def _ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
-    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
-
-
-def wrk(url: str, body: bytes, conns: int, duration: int, tmp: Path) -> dict[str, float]:
-    script = tmp / f"post-{len(body)}.lua"
-    (tmp / f"body-{len(body)}.json").write_bytes(body)
-    body_file = tmp / f"body-{len(body)}.json"
-    script.write_text(
-        f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*all")\n'
-        'f:close()\nwrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-    )
-    cmd = [
-        "wrk",
-        "-t",
-        str(min(conns, 2)),
-        "-c",
-        str(conns),
-        "-d",
-        f"{duration}s",
-        "--latency",
-        "--timeout",
-        "10s",  # wrk's default 2 s counts a slow answer as a socket error and drops its latency
-        "-s",
-        str(script),
-        url,
-    ]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    latency = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        # no latency distribution when no request completed (every one timed out)
-        "p50_ms": _ms(latency["50"]) if "50" in latency else float("nan"),
-        "p99_ms": _ms(latency["99"]) if "99" in latency else float("nan"),
-        "errors": (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0),
     }
 
 
@@ -220,10 +144,10 @@ def bench_server(
 ) -> dict[str, Any]:
     colds = []
     for _ in range(repeat - 1):  # extra cold starts, for the median
-        proc, cold = start(cmd, ready, env, tmp, tmp / f"{name}.log")
+        proc, cold = start_server(cmd, ready, env, tmp, tmp / f"{name}.log")
         colds.append(cold)
-        stop(proc)
-    proc, cold = start(cmd, ready, env, tmp, tmp / f"{name}.log")
+        stop_server(proc)
+    proc, cold = start_server(cmd, ready, env, tmp, tmp / f"{name}.log")
     colds.append(cold)
     cold = sorted(colds)[len(colds) // 2]
     try:
@@ -247,7 +171,7 @@ def bench_server(
         result["rss_mb"] = result["memory"]["rss_mb"]
         return result
     finally:
-        stop(proc)
+        stop_server(proc)
 
 
 def main() -> None:
@@ -485,7 +409,8 @@ def write_markdown(r: dict[str, Any], path: Path) -> None:
         "",
         "Request path (issue 13): the in-process steps against the previous server code in request_path.md "
         "(request_path.py), the latency tail over HTTP (garbage collection, worker balance) in tail.md "
-        "(tail.py), what they show in request_path_notes.md.",
+        "(tail.py), what they show in request_path_notes.md. Start-up (process or `docker run` to ready, "
+        "phase by phase, against the previous code): startup.md (startup.py).",
         "",
     ]
     path.write_text("\n".join(lines))

@@ -10,7 +10,8 @@ from real test-split rows:
     validate   names, datatypes, shapes, value types (the reference path's `Encoder.columns`)
     features   validated values -> float32 feature matrix (range, missing values, scaling, one-hot)
     forward    the network, torch (`serve.backend: torch`) and ONNX Runtime (model.onnx when the model
-               dir has one, else an export made here), 1 thread
+               dir has one, else an export made here), 1 thread; for a tree whose server has its own
+               ONNX Runtime forward (`mlops.serve.app.serving_forward`), that one
     response   probabilities -> labels -> response JSON
     metrics    the Prometheus observations of one request, in multiprocess mode as with 2 workers
     handler    the whole ASGI call on uvloop: routing, body read, the steps above, the batching round
@@ -37,8 +38,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import HERE, REPO, extract_tree  # noqa: E402
+
 BASELINE_REF = "11488fd"  # the server before the cheaper request path (issue 13)
 ROWS = (1, 64)
 STEPS = ("decode", "validate", "features", "forward_torch", "forward_onnx", "response", "metrics")
@@ -103,6 +105,14 @@ def forwards(model_dir: Path, net, width: int, tmp: Path):
             dynamic_axes={"x": {0: "rows"}, "p": {0: "rows"}},
             dynamo=False,
         )
+    try:  # a tree whose server runs ONNX Runtime: the forward pass its batcher calls, exactly
+        from mlops.runtime import load_onnx
+        from mlops.serve.app import serving_forward
+
+        if path == model_dir / "model.onnx":
+            return torch_forward, serving_forward(load_onnx(model_dir, threads=1))
+    except ImportError:
+        pass
     options = ort.SessionOptions()
     options.intra_op_num_threads = options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
@@ -368,14 +378,7 @@ def main() -> None:
         (bodies / f"{n}.json").write_text(
             json.dumps(infer_body(spec, [rows[i % len(rows)] for i in range(n)]))
         )
-    base = tmp / "baseline"
-    base.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", args.baseline_ref, "src", "params.yaml"],
-        capture_output=True,
-        check=True,
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+    base = extract_tree(args.baseline_ref, tmp / "baseline")
     trees = {
         "baseline": (base / "src", base / "params.yaml"),
         "current": (REPO / "src", REPO / "params.yaml"),

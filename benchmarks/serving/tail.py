@@ -37,12 +37,10 @@ from typing import Any
 import httpx
 import yaml
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import HERE, REPO, extract_tree, free_port, start_server, stop_server, wrk  # noqa: E402
 from request_path import BASELINE_REF  # noqa: E402
-from serve.serve_helpers import ModelSpec, free_port, infer_body, split_rows  # noqa: E402
+from serve.serve_helpers import ModelSpec, infer_body, split_rows  # noqa: E402
 
 SCENARIOS = [("single-row c=16", 1, 16), ("single-row c=64", 1, 64), ("64-row c=16", 64, 16)]
 
@@ -75,7 +73,7 @@ sys.exit(main())
 """
 
 
-def start_server(label: str, src: Path, params: dict[str, Any], model_dir: Path, tmp: Path, no_freeze=False):
+def launch(label: str, src: Path, params: dict[str, Any], model_dir: Path, tmp: Path, no_freeze=False):
     """Start `mlops serve` from `src` under the collector hook; (process, port, work dir)."""
     work = tmp / label
     (work / "gc").mkdir(parents=True)
@@ -93,35 +91,9 @@ def start_server(label: str, src: Path, params: dict[str, Any], model_dir: Path,
         env["BENCH_NO_FREEZE"] = "1"
     cmd = [sys.executable, "-c", LAUNCHER, "--params", str(work / "params.yaml"), "serve"]
     cmd += ["--model-dir", str(model_dir), "--port", str(port)]
-    log = open(work / "server.log", "wb")
-    proc = subprocess.Popen(
-        cmd, env=env, cwd=work, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    deadline = time.monotonic() + 180
-    ok = 0
-    while ok < 20:  # 20 ready answers in a row: both workers loaded
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"{label} did not start: {(work / 'server.log').read_text()[-3000:]}")
-        try:
-            ok = (
-                ok + 1
-                if httpx.get(f"http://127.0.0.1:{port}/v2/health/ready", timeout=1).status_code == 200
-                else 0
-            )
-        except httpx.TransportError:
-            ok = 0
-        time.sleep(0.01)
+    ready_url = f"http://127.0.0.1:{port}/v2/health/ready"
+    proc, _ = start_server(cmd, ready_url, env, work, work / "server.log")  # 20 in a row: both workers
     return proc, port, work
-
-
-def stop_server(proc) -> None:
-    import signal
-
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(30)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        os.killpg(proc.pid, signal.SIGKILL)
 
 
 def worker_pids(proc) -> list[int]:
@@ -155,12 +127,47 @@ def requests_by_worker(work: Path) -> dict[int, float]:
     return counts
 
 
-def batches(port: int) -> tuple[float, float]:
-    """(forward passes, rows) so far, all workers: the batch_rows histogram's count and sum."""
+def batches(port: int) -> tuple[float, float, dict[float, float]]:
+    """(forward passes, rows, infer latency buckets le -> cumulative count) so far, all workers: the
+    batch_rows histogram's count and sum, and the server-side request_duration histogram of infer."""
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
     count = re.search(r"^mlops_serve_batch_rows_count (\S+)$", text, re.M)
     total = re.search(r"^mlops_serve_batch_rows_sum (\S+)$", text, re.M)
-    return (float(count.group(1)) if count else 0.0, float(total.group(1)) if total else 0.0)
+    buckets = {}
+    for labels, value in re.findall(
+        r"^mlops_serve_request_duration_seconds_bucket\{(.*)\} (\S+)$", text, re.M
+    ):
+        le = re.search(r'le="([^"]+)"', labels)
+        if 'route="/v2/models/{name}/infer"' in labels and le:
+            buckets[float(le.group(1))] = float(value)
+    return (float(count.group(1)) if count else 0.0, float(total.group(1)) if total else 0.0, buckets)
+
+
+def server_p99_ms(before: dict[float, float], after: dict[float, float]) -> float | None:
+    """The upper bound (ms) of the histogram bucket holding the 99th percentile of the infer requests'
+    server-side duration (body read to response sent) between two scrapes."""
+    delta = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    if not delta or delta[-1][1] <= 0:
+        return None
+    for le, cumulative in delta:
+        if cumulative >= 0.99 * delta[-1][1]:
+            return le * 1e3
+    return None
+
+
+def schedstat(pids: list[int]) -> dict[int, tuple[int, int]]:
+    """Per pid, (ns on a CPU, ns runnable but waiting for one), summed over its threads (Linux)."""
+    out: dict[int, tuple[int, int]] = {}
+    for pid in pids:
+        run = wait = 0
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            try:
+                fields = (task / "schedstat").read_text().split()
+            except OSError:  # a thread that just ended
+                continue
+            run, wait = run + int(fields[0]), wait + int(fields[1])
+        out[pid] = (run, wait)
+    return out
 
 
 def gc_pauses(work: Path) -> dict[int, dict[str, list[float]]]:
@@ -176,60 +183,33 @@ def gc_pauses(work: Path) -> dict[int, dict[str, list[float]]]:
     return out
 
 
-def wrk(url: str, body: bytes, conns: int, duration: int, tmp: Path, port: int) -> dict[str, Any]:
-    body_file = tmp / f"body-{len(body)}.json"
-    body_file.write_bytes(body)
-    script = tmp / f"post-{len(body)}.lua"
-    script.write_text(
-        f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*all")\nf:close()\n'
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
-    )
-    cmd = [
-        "wrk",
-        "-t",
-        str(min(conns, 2)),
-        "-c",
-        str(conns),
-        "-d",
-        f"{duration}s",
-        "--latency",
-        "-s",
-        str(script),
-    ]
-    proc = subprocess.Popen([*cmd, url], stdout=subprocess.PIPE, text=True)
-    time.sleep(min(2.0, duration / 2))
-    conns_by_pid = connections(port)
-    out = proc.communicate()[0]
-    if proc.returncode:
-        raise RuntimeError(out)
-    latency = dict(re.findall(r"^\s+(50|75|90|99)%\s+(\S+)\s*$", out, re.M))
-    if len(latency) != 4:
-        raise RuntimeError(f"no latency distribution in wrk's output:\n{out}")
-    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
-    return {
-        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),
-        **{f"p{k}_ms": _ms(v) for k, v in latency.items()},
-        "errors": (int(non2xx.group(1)) if non2xx else 0) + (sum(map(int, sock.groups())) if sock else 0),
-        "connections_by_worker": conns_by_pid,
-    }
-
-
-def _ms(text: str) -> float:
-    value, unit = re.fullmatch(r"([\d.]+)(us|ms|s|m)", text).groups()
-    return float(value) * {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 6e4}[unit]
+def load(url: str, body: bytes, conns: int, duration: int, tmp: Path, port: int) -> dict[str, Any]:
+    """One wrk run, with the server-side connections per worker pid sampled while it runs."""
+    r = wrk(url, body, conns, duration, tmp, during=lambda: connections(port))
+    if r["p99_ms"] != r["p99_ms"]:  # NaN: nothing completed
+        raise RuntimeError(f"no latency distribution from wrk against {url}")
+    r["connections_by_worker"] = r.pop("during")
+    return r
 
 
 def measure(target: dict[str, Any], rows: int, conns: int, duration: int, tmp: Path) -> dict[str, Any]:
     """One wrk run against one server, with its per-worker diagnostics (mlops servers)."""
     work, port, pids = target["work"], target["port"], target["pids"]
     if work is None:  # mlflow: wrk only
-        r = wrk(target["url"], target["body"](rows), conns, duration, tmp, port)
+        r = load(target["url"], target["body"](rows), conns, duration, tmp, port)
         r.pop("connections_by_worker")
         return r
     before_req, before_gc, before_b = requests_by_worker(work), gc_pauses(work), batches(port)
-    r = wrk(target["url"], target["body"](rows), conns, duration, tmp, port)
+    before_sched, started = schedstat(pids), time.monotonic()
+    r = load(target["url"], target["body"](rows), conns, duration, tmp, port)
+    after_sched, wall = schedstat(pids), time.monotonic() - started
     after_req, after_gc, after_b = requests_by_worker(work), gc_pauses(work), batches(port)
+    r["server_p99_ms"] = server_p99_ms(before_b[2], after_b[2])
+    # the share of the run each worker was on a CPU, and runnable but waiting for one (CPU contention)
+    r["cpu_share_by_worker"] = [round((after_sched[p][0] - before_sched[p][0]) / 1e9 / wall, 2) for p in pids]
+    r["runqueue_share_by_worker"] = [
+        round((after_sched[p][1] - before_sched[p][1]) / 1e9 / wall, 2) for p in pids
+    ]
     passes = after_b[0] - before_b[0]
     r["mean_rows_per_forward_pass"] = round((after_b[1] - before_b[1]) / passes, 2) if passes else None
     r["connections_by_worker"] = [r["connections_by_worker"].get(p, 0) for p in pids]
@@ -253,7 +233,7 @@ def measure(target: dict[str, Any], rows: int, conns: int, duration: int, tmp: P
 
 
 def start_target(label, src, params, model_dir, tmp, bodies, no_freeze=False) -> dict[str, Any]:
-    proc, port, work = start_server(label, src, params, model_dir, tmp, no_freeze)
+    proc, port, work = launch(label, src, params, model_dir, tmp, no_freeze)
     url = f"http://127.0.0.1:{port}/v2/models/{bodies['name']}/infer"
     response = httpx.post(url, content=bodies[1], headers={"content-type": "application/json"})
     assert response.status_code == 200, response.text
@@ -297,7 +277,7 @@ def start_mlflow(model_dir: Path, tmp: Path) -> dict[str, Any]:
         f"runs:/{run.info.run_id}/model",
     ]
     cmd += ["--env-manager", "local", "-h", "127.0.0.1", "-p", str(port)]
-    proc, _ = bench.start(cmd, f"http://127.0.0.1:{port}/ping", env, tmp, tmp / "mlflow.log")
+    proc, _ = start_server(cmd, f"http://127.0.0.1:{port}/ping", env, tmp, tmp / "mlflow.log")
     url = f"http://127.0.0.1:{port}/invocations"
     return {"proc": proc, "port": port, "work": None, "pids": [], "url": url, "body": bench.mlflow_body}
 
@@ -321,14 +301,7 @@ def main() -> None:
     }
     bodies["name"] = spec.name
     tmp = Path(tempfile.mkdtemp(prefix="bench-tail-"))
-    base = tmp / "baseline-tree"
-    base.mkdir()
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", args.baseline_ref, "src", "params.yaml"],
-        capture_output=True,
-        check=True,
-    ).stdout
-    subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+    base = extract_tree(args.baseline_ref, tmp / "baseline-tree")
     from mlops.params_io import read_yaml
 
     current = read_yaml(REPO / "params.yaml")
@@ -355,6 +328,7 @@ def main() -> None:
         "duration_s": args.duration,
         "rounds": args.rounds,
         "baseline_ref": args.baseline_ref,
+        "baseline_backend": baseline.get("serve", {}).get("backend", "torch"),
         "load_average_before": os.getloadavg(),
     }
     targets: dict[str, dict[str, Any]] = {}
@@ -398,6 +372,9 @@ def main() -> None:
                 summary["gen2_collections"] = sum(g["gen2_count"] for x in found for g in x["gc_by_worker"])
                 summary["gen2_longest_ms"] = max(g["gen2_max_ms"] for x in found for g in x["gc_by_worker"])
                 summary["connection_splits"] = [x["connections_by_worker"] for x in found]
+                summary["server_p99_ms"] = best_run.get("server_p99_ms")
+                summary["cpu_share_by_worker"] = best_run.get("cpu_share_by_worker")
+                summary["runqueue_share_by_worker"] = best_run.get("runqueue_share_by_worker")
             summary["runs"] = found
             results[label][scenario] = summary
     if "mlflow" in results:
@@ -422,24 +399,33 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['machine']['cpus']} CPUs, Python {r['machine']['python']}; wrk {r['duration_s']} s per run, "
         f"{r['rounds']} rounds in which every server takes every scenario in turn (all servers up at once), "
         "best run by req/s kept (its p50/p90/p99), worst p99 of all rounds beside it; 2 workers per mlops "
-        f"server; baseline = server code at `{r['baseline_ref']}` on torch; load average "
+        f"server; baseline = server code and params.yaml at `{r['baseline_ref']}` "
+        f"(serve.backend: {r.get('baseline_backend', 'torch')}); load average "
         f"{r['load_average_before'][0]:.1f} before, {r['load_average_after'][0]:.1f} after (a machine shared "
         "with other agents: compare within this table only). Per mlops server over all rounds: rows per "
         "forward pass (best run), full (generation-2) collections and the longest one, and the split of the "
-        "connections between the two workers (ss, mid-run) in each round.",
+        "connections between the two workers (ss, mid-run) in each round; for the best run, the server-side "
+        "p99 (request_duration histogram of infer: the upper bound of the bucket holding the 99th "
+        "percentile, body read to response sent) and, per worker, the share of the run it spent on a CPU "
+        "and runnable but waiting for one (/proc/PID/task/*/schedstat).",
         "",
-        "| server | scenario | req/s | p50 ms | p90 ms | p99 ms | worst p99 ms | rows/pass | gen-2 GCs "
-        "| longest gen-2 ms | connections per worker |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| server | scenario | req/s | p50 ms | p90 ms | p99 ms | worst p99 ms | server p99 ms ≤ | rows/pass "
+        "| gen-2 GCs | longest gen-2 ms | connections per worker | on CPU per worker | waiting for a CPU |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in servers:
         for scenario, _, _ in SCENARIOS:
             x = r[s][scenario]
             splits = ", ".join("/".join(map(str, c)) for c in x["connection_splits"])
+            shares = [
+                "/".join(f"{v:.0%}" for v in x.get(k) or []) or "–"
+                for k in ("cpu_share_by_worker", "runqueue_share_by_worker")
+            ]
+            server_p99 = "–" if x.get("server_p99_ms") is None else f"{x['server_p99_ms']:g}"
             lines.append(
                 f"| {s} | {scenario} | {x['rps']:.0f} | {x['p50_ms']:.2f} | {x['p90_ms']:.2f} | "
-                f"{x['p99_ms']:.2f} | {x['worst_p99_ms']:.2f} | {x['mean_rows_per_forward_pass']} | "
-                f"{x['gen2_collections']} | {x['gen2_longest_ms']} | {splits} |"
+                f"{x['p99_ms']:.2f} | {x['worst_p99_ms']:.2f} | {server_p99} | {x['mean_rows_per_forward_pass']} | "
+                f"{x['gen2_collections']} | {x['gen2_longest_ms']} | {splits} | {shares[0]} | {shares[1]} |"
             )
     if "mlflow" in r:
         lines += ["", "| mlflow | scenario | req/s | p50 ms | p99 ms |", "|---|---|---|---|---|"]

@@ -595,3 +595,16 @@ def test_missing_or_altered_model_is_refused_before_listening(model_dir, tmp_pat
 def test_port_in_use_is_a_usage_error(server, model_dir, tmp_path):
     result = _serve_once(["--model-dir", str(model_dir), "--port", str(server.port)], tmp_path)
     assert result.returncode == 2 and f"--port {server.port}" in result.stderr
+
+
+def test_websocket_upgrade_is_an_ordinary_request(server):
+    """The API has no websocket route and the workers load no websocket protocol: an upgrade request is
+    answered as plain HTTP (the route's answer, or 404), never a 5xx or a switched protocol."""
+    upgrade = {
+        "connection": "Upgrade",
+        "upgrade": "websocket",
+        "sec-websocket-version": "13",
+        "sec-websocket-key": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
+    assert httpx.get(f"{server.url}/v2/health/live", headers=upgrade).status_code == 200
+    assert httpx.get(f"{server.url}/ws", headers=upgrade).status_code == 404
