@@ -156,7 +156,9 @@ endef
 # The test suite split across CI jobs (together: all of `make test`; a test checks the split):
 #   ci-verify      lint + fast tests, over every CPU       (the CI image; pytest-xdist -n auto: one worker
 #                  per CPU, PYTEST_XDIST_AUTO_NUM_WORKERS overrides; each worker builds its own session
-#                  fixtures in its own temp dir)
+#                  fixtures in its own temp dir. The CI image sets PYTHONDONTWRITEBYTECODE=1; the tests
+#                  may write bytecode, so the workers reuse the modules pytest has already compiled and
+#                  assertion-rewritten (~350, plugins included) instead of each redoing them)
 #   ci-test-e2e    slow and end-to-end tests, no Docker    (the CI image)
 #   ci-test-docker tests that start their own dockerd      (the CI image on a privileged runner)
 # A merge request's verify lints the files it changes (MLOPS_DIFF_BASE: its base commit; main's pipeline
@@ -171,7 +173,7 @@ endef
 
 ci-verify: install-dev ## CI job verify: lint (a merge request: the files it changes) and the fast tests
 	$(BIN)/pre-commit run $$($(lint_scope)) --show-diff-on-failure
-	$(BIN)/pytest -m "not e2e and not slow and not docker" -n auto $(PYTEST_ARGS)
+	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -m "not e2e and not slow and not docker" -n auto $(PYTEST_ARGS)
 
 ci-test-e2e: install-dev ## CI job test-e2e: the slow and end-to-end tests (real servers, pipelines, gitlab-ci-local)
 	$(BIN)/pytest -m "(e2e or slow) and not docker" $(PYTEST_ARGS)
