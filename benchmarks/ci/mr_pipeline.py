@@ -6,7 +6,8 @@ tree and a baseline tree side by side in one run.
   every stage depends on (src/mlops/cli.py): every stage runs;
 - warm: a second commit on the same branch that touches no stage dependency (README), with the DVC remote
   the cold run pushed to: `dvc pull --run-cache` restores the outputs and `dvc repro` runs only the
-  always-changed source fingerprint.
+  always-changed source fingerprint. Repeated (--warm-runs, default 3: one more such commit each time),
+  alternating between the trees; the run with the median end-to-end time is reported, all are kept.
 CI_MERGE_REQUEST_DIFF_BASE_SHA is the merge request's base (main), as GitLab sets it.
 
 The jobs are named on the command line (not ci-image: it builds with a runner's own Docker engine; not
@@ -161,8 +162,9 @@ def pipeline(repo: Path, code: Path, state: Path, venv: Path, extra: dict[str, s
     }
 
 
-def measure(name: str, source: Path, tmp: Path, venv: Path, extra: dict[str, str], jobs: list[str]) -> dict:
-    """Cold then warm merge-request pipeline of one tree (a git repository on `main`)."""
+def prepare(name: str, source: Path, tmp: Path, extra: dict[str, str]) -> dict:
+    """A clone of one tree (a git repository on `main`) with a merge-request branch whose commit changes
+    code every stage depends on; its state folder (DVC remote, MLflow store, logs) and CI variables."""
     state = tmp / name
     state.mkdir()
     repo = state / "repo"
@@ -178,23 +180,38 @@ def measure(name: str, source: Path, tmp: Path, venv: Path, extra: dict[str, str
         )
         git(repo, "commit", "-qam", "pin the CI image tag")
     base = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout
-    extra = {"CI_MERGE_REQUEST_DIFF_BASE_SHA": base.strip(), **extra}  # as GitLab sets it for an MR
     git(repo, "checkout", "-qb", "feature")
     # a code change every stage depends on (a comment: the code that runs is the tree's, see PYTHONPATH)
     with (repo / "src/mlops/cli.py").open("a") as f:
         f.write("# benchmark: a change to code every stage depends on\n")
     git(repo, "commit", "-qam", "code change")
-    print(f"{name}: cold pipeline ...", file=sys.stderr, flush=True)
-    cold = pipeline(repo, source, state, venv, extra, jobs)
-    print(f"{name}: cold {cold}", file=sys.stderr, flush=True)
-    # a change that touches no stage dependency: the run-cache restores every stage
-    with (repo / "README.md").open("a") as f:
-        f.write("\n<!-- benchmark: a documentation-only change -->\n")
-    git(repo, "commit", "-qam", "docs only")
-    print(f"{name}: warm pipeline ...", file=sys.stderr, flush=True)
-    warm = pipeline(repo, source, state, venv, extra, jobs)
-    print(f"{name}: warm {warm}", file=sys.stderr, flush=True)
-    return {"cold": cold, "warm": warm}
+    # CI_MERGE_REQUEST_DIFF_BASE_SHA: the merge request's base, as GitLab sets it
+    return {
+        "name": name,
+        "source": source,
+        "repo": repo,
+        "state": state,
+        "extra": {"CI_MERGE_REQUEST_DIFF_BASE_SHA": base.strip(), **extra},
+    }
+
+
+def run(tree: dict, scenario: str, venv: Path, jobs: list[str]) -> dict:
+    """One merge-request pipeline of a prepared tree: `cold` on its code change (every stage runs, empty
+    remote), `warm` on a further commit that touches no stage dependency (the run-cache restores every
+    stage from the remote the earlier runs pushed to)."""
+    if scenario == "warm":
+        with (tree["repo"] / "README.md").open("a") as f:
+            f.write("\n<!-- benchmark: a documentation-only change -->\n")
+        git(tree["repo"], "commit", "-qam", "docs only")
+    print(f"{tree['name']}: {scenario} pipeline ...", file=sys.stderr, flush=True)
+    result = pipeline(tree["repo"], tree["source"], tree["state"], venv, tree["extra"], jobs)
+    print(f"{tree['name']}: {scenario} {result}", file=sys.stderr, flush=True)
+    return result
+
+
+def median_run(runs: list[dict]) -> dict:
+    """The run whose end-to-end time is the median (per-job figures stay those of one real run)."""
+    return sorted(runs, key=lambda r: r["total_s"])[(len(runs) - 1) // 2]
 
 
 def main() -> int:
@@ -207,6 +224,12 @@ def main() -> int:
         "--jobs", nargs="+", default=JOBS, help="the jobs to run (default: %(default)s); e.g. train report"
     )
     ap.add_argument("--only", choices=["baseline", "current"], default=None, help="run one tree only")
+    ap.add_argument(
+        "--warm-runs",
+        type=int,
+        default=3,
+        help="warm pipelines per tree, alternating between the trees; the median run is reported",
+    )
     ap.add_argument("--var", action="append", default=[], metavar="K=V", help="extra CI variable")
     ap.add_argument("--keep", type=Path, default=None, help="keep the job logs in this folder")
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/ci/results.json")
@@ -226,10 +249,22 @@ def main() -> int:
             )
         if args.baseline_ref != "none" and args.only != "current":
             trees["baseline"] = baseline_tree(args.baseline_ref, tmp / "base-src")
+        prepared = [prepare(name, tree, tmp, extra) for name, tree in trees.items()]
+        runs: dict[str, dict] = {t["name"]: {"warm_runs": []} for t in prepared}
         with install_stamps(venv, list(trees.values())):
-            # this tree first: on a busy machine its figures are the ones a partial run must not lose
-            for name, tree in trees.items():
-                results[name] = measure(name, tree, tmp, venv, extra, args.jobs)
+            # this tree first: on a busy machine its figures are the ones a partial run must not lose;
+            # the warm runs alternate between the trees, so a change in the machine's load hits both
+            for tree in prepared:
+                runs[tree["name"]]["cold"] = run(tree, "cold", venv, args.jobs)
+            for _ in range(args.warm_runs):
+                for tree in prepared:
+                    runs[tree["name"]]["warm_runs"].append(run(tree, "warm", venv, args.jobs))
+        for name, r in runs.items():
+            results[name] = {
+                "cold": r["cold"],
+                "warm": median_run(r["warm_runs"]),
+                "warm_runs": r["warm_runs"],
+            }
         if args.keep:
             args.keep.mkdir(parents=True, exist_ok=True)
             for log in tmp.glob("*/gitlab-ci-local-*.log"):
@@ -247,6 +282,7 @@ def main() -> int:
         "current_ref": args.current_ref or "working tree",
         "jobs": args.jobs,
         "executor": "gitlab-ci-local 4.73.0, shell executor, --shell-isolation, shared VENV and NODE_MODULES",
+        "warm": f"the median of {args.warm_runs} runs by end-to-end time, alternating between the trees",
         "results": results,
         "targets": TARGETS,
         # current / baseline end to end, per scenario (lower is faster)
@@ -280,7 +316,8 @@ def markdown(out: dict) -> str:
         "# Merge-request pipeline feedback time (gitlab-ci-local)",
         "",
         f"{out['date']}, {out['machine']['cpus']} CPUs, Python {out['machine']['python']}; {out['executor']}. "
-        f"Baseline: `{out['baseline_ref']}`, current: {out['current_ref']}, in the same run. Jobs run: "
+        f"Baseline: `{out['baseline_ref']}`, current: {out['current_ref']}, in the same run; warm: "
+        f"{out.get('warm', 'one run')}. Jobs run: "
         f"{', '.join(out['jobs'])} (ordered by each tree's own `needs`; a subset may be run with `--jobs`). "
         "Reproduce: `make bench-ci`.",
         "",
@@ -314,7 +351,11 @@ def markdown(out: dict) -> str:
     ratio = out.get("ratio_current_to_baseline")
     counts = [res[v]["cold"].get("verify_tests") or {} for v in ("baseline", "current") if v in res]
     moved = counts[0].get("passed", 0) - counts[-1].get("passed", 0) if len(counts) == 2 else 0
+    spread = ", ".join(
+        f"{v} {[r['total_s'] for r in res[v]['warm_runs']]}" for v in ("baseline", "current") if v in res
+    )
     notes = [
+        f"Warm runs, end to end (s): {spread}." if spread else "",
         f"The current verify runs {moved} tests fewer than the baseline's: the ones marked `slow` since, "
         "which the merge request's test-e2e job runs (it follows verify and is not on the review report's "
         "path; not measured here)."
