@@ -31,6 +31,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import mlflow
@@ -203,15 +204,19 @@ def run_container(docker_env: dict, cmd: list[str], image: str, mounts: dict[Pat
     return out.stdout + out.stderr
 
 
-def tracked_run(tracking_uri: str, meta: dict) -> mlflow.entities.Run:
-    """The one MLflow run that logged these weights (the session's server holds other tests' runs)."""
+def tracked_run(tracking_uri: str, meta: dict, since_ms: int) -> mlflow.entities.Run:
+    """The one MLflow run that logged these weights since `since_ms` (the session's server holds other
+    tests' runs, and training is deterministic: an earlier test can log the same weights)."""
     client = mlflow.tracking.MlflowClient(tracking_uri)
     experiment = client.get_experiment_by_name(
         yaml.safe_load((REPO / "params.yaml").read_text())["train"]["experiment"]
     )
     assert experiment is not None, "no MLflow experiment: the run was not tracked"
     sha = meta["weights"]["sha256"]
-    runs = client.search_runs([experiment.experiment_id], f"tags.weights_sha256 = '{sha}'")
+    runs = client.search_runs(
+        [experiment.experiment_id],
+        f"tags.weights_sha256 = '{sha}' and attributes.start_time >= {since_ms}",
+    )
     assert len(runs) == 1, f"{len(runs)} runs with weights {sha[:8]}"
     return runs[0]
 
@@ -256,6 +261,7 @@ def test_the_training_chart_node_pod_runs_in_the_image(docker, pipeline_image, f
             assert pulled == sorted(init["command"][4:])  # exactly the train stage's data deps
             assert "epochs: 3" in (ws / "params.yaml").read_text()  # the chart's params applied
 
+            since = int(time.time() * 1000)
             logs = run_container(docker, pod.docker_run(node, user, detach=False), pipeline_image, {})
             meta = json.loads((ws / "models" / "model.json").read_text())
         finally:
@@ -266,7 +272,7 @@ def test_the_training_chart_node_pod_runs_in_the_image(docker, pipeline_image, f
         "backend": "gloo",
         "device": "cpu",
     }, logs[-3000:]
-    run = tracked_run(mlflow_server, meta)  # rank 0 alone tracks: one run
+    run = tracked_run(mlflow_server, meta, since)  # rank 0 alone tracks: one run
     assert run.data.params["train.epochs"] == "3"
     artifacts = {
         f.path for f in mlflow.tracking.MlflowClient(mlflow_server).list_artifacts(run.info.run_id, "model")
@@ -302,6 +308,7 @@ def test_a_compiled_kfp_step_runs_in_the_image(docker, pipeline_image, featurize
         assert argv[:4] == ["mlops", "kfp-step", "--stage", "train"] and "--pull" in argv
         cmd = ["run", "--rm", "--network", "host", "--read-only", "--tmpfs", "/tmp", "--entrypoint", argv[0]]
         cmd += [pipeline_image, *argv[1:]]
+        since = int(time.time() * 1000)
         run_container(docker, cmd, pipeline_image, {remote: "/remote", io: "/kfp"})
 
         entry = json.loads((io / "out" / "lock").read_text())
@@ -319,7 +326,7 @@ def test_a_compiled_kfp_step_runs_in_the_image(docker, pipeline_image, featurize
     step.dvc(ws, "pull", "train")
     meta = json.loads((ws / "models" / "model.json").read_text())
     assert meta["training"]["world_size"] == 1
-    run = tracked_run(mlflow_server, meta)
+    run = tracked_run(mlflow_server, meta, since)
     assert run.data.tags["weights_sha256"] == meta["weights"]["sha256"]
 
 
