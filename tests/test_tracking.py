@@ -35,3 +35,11 @@ def test_embedded_store_is_created_next_to_its_artifacts(monkeypatch, tmp_path):
     location = mlflow.get_experiment(exp_id).artifact_location
     assert location == (tmp_path / tracking.DEFAULT_ARTIFACTS).as_uri()
     assert tracking.configure("checked") == exp_id  # found, not created twice
+
+
+def test_a_tracking_server_needs_no_sql_backend(monkeypatch):
+    """Only a database URI asks for MLflow's SQL backend: a server URI passes the check without it."""
+    monkeypatch.setitem(sys.modules, "alembic", None)
+    tracking._require_sql_store("http://127.0.0.1:5000")
+    with pytest.raises(ConfigError, match="postgresql"):
+        tracking._require_sql_store("postgresql+psycopg://mlflow@127.0.0.1/mlflow")

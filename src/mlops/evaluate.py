@@ -96,8 +96,8 @@ def plot_data(
 
 def scorer(model_dir: Path, backend: str) -> runtime.Scorer:
     """The model as it is served: the ONNX export on ONNX Runtime with `serve.backend: onnx` (no torch
-    import; the safetensors' sha256 is still verified), else the torch network. Without an export (`train.onnx.exporter: none`) torch scores and the
-    gate's parity rule fails the candidate."""
+    import; the safetensors' sha256 is still verified), else the torch network. Without an export
+    (`train.onnx.exporter: none`) torch scores and the gate's parity rule fails the candidate."""
     if backend == "onnx":
         from mlops import artifact
 

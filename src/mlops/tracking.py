@@ -13,6 +13,8 @@ from mlops.errors import ConfigError
 
 DEFAULT_URI = "sqlite:///mlflow.db"
 DEFAULT_ARTIFACTS = "mlartifacts"
+# MLflow's database engines (mlflow.store.db.db_types.DATABASE_ENGINES), optionally `+driver`
+DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 
 def tracking_uri() -> str:
@@ -22,11 +24,15 @@ def tracking_uri() -> str:
 
 def _require_sql_store(uri: str) -> None:
     """A database store needs MLflow's SQL backend, which the `mlflow-skinny` client (the pipeline image)
-    leaves out: say so, instead of failing deep inside MLflow with a missing module."""
+    leaves out: say so, instead of failing deep inside MLflow with a missing module. Other stores (a
+    server, a file store) need nothing more."""
     import importlib.util
+    import urllib.parse
 
+    if urllib.parse.urlparse(uri).scheme.split("+")[0].lower() not in DATABASE_SCHEMES:
+        return
     missing = [m for m in ("sqlalchemy", "alembic") if importlib.util.find_spec(m) is None]
-    if missing and not uri.startswith("file:"):
+    if missing:
         raise ConfigError(
             f"MLFLOW_TRACKING_URI: {uri} is a database store, and this installation has no "
             f"{' / '.join(missing)} (the MLflow client only, e.g. the pipeline image): set "
@@ -39,8 +45,7 @@ def configure(experiment: str) -> str:
     import mlflow
 
     uri = tracking_uri()
-    if not uri.startswith(("http://", "https://", "databricks")):
-        _require_sql_store(uri)
+    _require_sql_store(uri)
     mlflow.set_tracking_uri(uri)
     found = mlflow.get_experiment_by_name(experiment)
     if found is not None:

@@ -7,9 +7,9 @@ those pages shared copy-on-write (one runtime import per server, not one per wor
 less memory). With ONNX Runtime on one intra-op thread (`serve.threads: 1`, which starts no thread pool,
 so there is none a fork would lose) the supervisor also loads, verifies and warms up the model before the
 fork, so a worker is ready as soon as it listens; otherwise (more threads, or torch, whose forward pass
-starts its OpenMP pool) each worker loads the model after the fork, in a background thread. `serve()` runs in the child: binds the port with SO_REUSEPORT and
-runs uvicorn (uvloop + httptools, no websockets, no access log: /metrics counts every request) on the
-bare ASGI app.
+starts its OpenMP pool) each worker loads the model after the fork, in a background thread. `serve()`
+runs in the child: binds the port with SO_REUSEPORT and runs uvicorn (uvloop + httptools, no
+websockets, no access log: /metrics counts every request) on the bare ASGI app.
 """
 
 from __future__ import annotations
