@@ -17,7 +17,7 @@ ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE} AS build
 ARG WHEELS=index
 ARG PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu
-ARG SERVE_REQUIREMENTS="onnxruntime numpy pydantic pyyaml ruamel.yaml msgspec uvicorn httptools uvloop prometheus-client fsspec"
+ARG SERVE_REQUIREMENTS="onnxruntime numpy ruamel.yaml msgspec uvicorn httptools uvloop prometheus-client fsspec"
 ARG SERVE_EXTRA=""
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONDONTWRITEBYTECODE=1
 WORKDIR /build

@@ -130,3 +130,67 @@ def test_categories_are_distinct_and_leave_the_null_slot_free():
 
     with pytest.raises(ConfigError, match=r"schema\.categorical\.contract\.categories: '<missing>' names"):
         parse_params(edited(nullable_with_missing))
+
+
+# ---------------------------------------------------------------- serve (msgspec, mlops.serve_params)
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda s: s.__setitem__("workers", 0), r"serve\.workers: expected int >= 1 \(got int 0\)"),
+        (
+            lambda s: s.__setitem__("workers", True),
+            r"serve\.workers: expected int, got bool \(got bool True\)",
+        ),
+        (lambda s: s.__setitem__("backend", "tensorrt"), r"serve\.backend: expected one of .*'onnx'"),
+        (lambda s: s.__setitem__("wrkers", 2), r"serve\.wrkers: unknown key"),
+        (lambda s: s["prediction_log"].pop("dir"), r"serve\.prediction_log\.dir: missing required key"),
+        (
+            lambda s: s["prediction_log"].__setitem__("rate", 1.5),
+            r"serve\.prediction_log\.rate: expected float <= 1\.0",
+        ),
+    ],
+)
+def test_serve_section_errors_name_the_key_in_both_loaders(tmp_path, change, message):
+    """`mlops serve` validates only `serve` (mlops.serve_params, no pydantic); the stages validate the whole
+    file through mlops.config, which embeds the same classes: the same rule, the same message."""
+    from mlops import serve_params
+
+    data = edited(lambda d: change(d["serve"]))
+    with pytest.raises(ConfigError, match=message):
+        parse_params(data)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match=rf"{path}: {message}"):
+        serve_params.load(path)
+
+
+def test_serve_loads_only_its_section_and_equals_the_full_load(tmp_path):
+    from mlops import serve_params
+
+    shipped = serve_params.load(FIXTURE_PARAMS)
+    assert shipped == load_params(FIXTURE_PARAMS).serve
+    assert load_params(FIXTURE_PARAMS).section("serve") == SHIPPED["serve"]
+    # a mistake in another section is the pipeline's concern: the server does not read it
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(edited(lambda d: d["train"].__setitem__("epochs", "ten"))))
+    assert serve_params.load(path) == shipped
+    path.write_text(yaml.safe_dump(edited(lambda d: d.pop("serve"))))
+    with pytest.raises(ConfigError, match=r"serve: missing required key"):
+        serve_params.load(path)
+
+
+def test_serve_overrides_are_validated(tmp_path, capsys):
+    """--prediction-log-dir/--prediction-log-rate replace keys of `serve.prediction_log`, validated again."""
+    from mlops import serve_params
+
+    shipped = serve_params.load(FIXTURE_PARAMS)
+    changed = serve_params.replace(shipped, prediction_log={"dir": "s3://bucket/logs", "rate": 0.25})
+    assert (changed.prediction_log.dir, changed.prediction_log.rate) == ("s3://bucket/logs", 0.25)
+    assert changed.workers == shipped.workers and shipped.prediction_log.dir != "s3://bucket/logs"
+    with pytest.raises(ValueError, match=r"serve\.prediction_log\.rate: expected float <= 1\.0"):
+        serve_params.replace(shipped, prediction_log={"rate": 2.0})
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(edited(lambda d: d["serve"].__setitem__("workers", -1))))
+    assert cli.main(["--params", str(path), "serve", "--model-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"mlops serve: error: {path}: serve.workers: expected int >= 1 (got int -1)"

@@ -22,6 +22,17 @@ CASES = {
         "numpy",
         "mlflow",
     },
+    # `mlops serve` up to forking its workers (params, server, runtime, app): no pydantic (its `serve`
+    # section is msgspec, mlops.serve_params), no torch with the default ONNX backend
+    "import argparse\nfrom mlops.cli import _load_params\n"
+    "_load_params(argparse.Namespace(params='params.yaml', params_section='serve'))\n"
+    "import mlops.serve.server, mlops.serve.worker as w, mlops.serve.app\nw.preload('onnx')": {
+        "pydantic",
+        "torch",
+        "pandas",
+        "mlflow",
+        "sklearn",
+    },
     # the metrics are numpy: scikit-learn is only the tests' reference
     "import mlops.metrics": {"sklearn", "torch", "pandas", "mlflow"},
     # evaluate scores the served ONNX export; torch and ONNX Runtime load in run(), whichever is used

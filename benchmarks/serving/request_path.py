@@ -310,7 +310,7 @@ def serve_params(src: Path, params_file: Path) -> dict[str, Any]:
     """The `serve` section as that tree's ServeParams validates it (the tree's own params.yaml)."""
     code = (
         "import json,sys; from mlops.config import load_params; "
-        "print(json.dumps(load_params(sys.argv[1]).serve.model_dump(mode='json')))"
+        "print(json.dumps(load_params(sys.argv[1]).section('serve')))"
     )
     env = {**os.environ, "PYTHONPATH": str(src)}
     out = subprocess.run(

@@ -7,8 +7,10 @@ params.yaml on the same model directory, as the image's CMD runs it (`mlops --pa
 --model-dir models --host 127.0.0.1 --port P`, 2 workers).
 
 - host: the server is started under a small launcher that timestamps (wall clock, shared by every
-  process and by containers) the steps of the start-up: interpreter up, `import mlops.cli`, `import
-  mlops.config` (the pydantic params classes), params.yaml parsed and validated, model files' sha256,
+  process and by containers) the steps of the start-up: interpreter up, `import mlops.cli`, arguments
+  parsed, the params loaded (importing their classes, parsing params.yaml, validating: up to 51a3e21
+  all of it through mlops.config's pydantic classes, now `serve` alone through mlops.serve_params'
+  msgspec classes), `import mlops.serve.server`, model files' sha256,
   the serving imports (numpy, msgspec, prometheus_client, the app), the runtime preload (uvicorn,
   uvloop, ONNX Runtime), the model loaded in the supervisor (current code), each worker forked,
   listening and ready; the poller records the first 200 from `/v2/health/ready` (polled every 2 ms)
@@ -45,7 +47,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import HERE, REPO, extract_tree, free_port, machine, ready  # noqa: E402
 
-BASELINE_REF = "a4fac77"  # before the start-up work of issue 13 (model loaded per worker, ws auto)
+BASELINE_REF = "51a3e21"  # before `mlops serve` loaded its params without pydantic
 TREE_FILES = ("src", "params.yaml", "Dockerfile", ".dockerignore", "pyproject.toml", "README.md")
 
 # Runs `mlops` (cli.main, as the console script does) and prints "MARK <pid> <ms since T0> <step>" on
@@ -60,8 +62,6 @@ def mark(step):
 mark("interpreter")
 import mlops.cli as cli
 mark("import mlops.cli")
-import mlops.config as config
-mark("import mlops.config")
 def wrap(mod, name, label):
     f = getattr(mod, name, None)
     if f is None:
@@ -73,7 +73,16 @@ def wrap(mod, name, label):
         finally:
             mark(label + " end")
     setattr(mod, name, wrapped)
-wrap(config, "load_params", "params")
+setup_logging = cli.setup_logging
+def args_parsed(*a, **k):
+    r = setup_logging(*a, **k)
+    mark("args parsed")
+    if not hasattr(cli, "_load_params"):  # before the serve params change: main imports mlops.config
+        import mlops.config as config
+        wrap(config, "load_params", "params")
+    return r
+cli.setup_logging = args_parsed
+wrap(cli, "_load_params", "params")  # the current tree: the params the command reads
 import mlops.serve.server as server
 wrap(server, "verify", "verify")
 wrap(server, "_supervise", "supervise")
@@ -109,6 +118,14 @@ worker.preload = preload_then_wrap
 sys.exit(cli.main())
 """
 
+# loads the params as `mlops serve` does in either tree: before the serve params change, all of
+# params.yaml through mlops.config (pydantic); now its `serve` section only (mlops.serve_params, msgspec)
+LOAD_PARAMS = (
+    "import argparse, mlops.cli as c; "
+    "c._load_params(argparse.Namespace(params='{path}', params_section='serve')) "
+    "if hasattr(c, '_load_params') else __import__('mlops.config').config.load_params('{path}')"
+)
+
 # the container floor: Docker + the interpreter + a socket answering 200 to the first request
 FLOOR = r"""
 import socket, sys
@@ -123,9 +140,9 @@ while True:
 PHASES = [
     ("process start to interpreter up", "T0", "interpreter"),
     ("import mlops.cli (argparse, logging)", "interpreter", "import mlops.cli"),
-    ("import mlops.config (pydantic params classes)", "import mlops.cli", "import mlops.config"),
-    ("cli set-up, import mlops.serve.server", "import mlops.config", "params begin"),
-    ("params.yaml: parse (ruamel.yaml) + validate", "params begin", "params end"),
+    ("arguments, logging set-up", "import mlops.cli", "args parsed"),
+    ("params: import the classes, parse (ruamel.yaml), validate", "args parsed", "params end"),
+    ("import mlops.serve.server", "params end", "verify begin"),
     ("model files: sha256", "verify begin", "last verify end"),
     ("serving imports (numpy, msgspec, prometheus_client, app)", "last verify end", "preload begin"),
     ("runtime preload (uvicorn, uvloop, onnxruntime)", "preload begin", "preload end"),
@@ -304,8 +321,8 @@ def docker_importtime(docker: dict[str, str], image: str) -> dict[str, float]:
     """The serving imports in the image (as the supervisor does them), self time per package."""
     code = (
         "import os; os.environ['PROMETHEUS_MULTIPROC_DIR'] = '/tmp'; os.environ['OMP_NUM_THREADS'] = '1'; "
-        "import mlops.cli, mlops.config, mlops.serve.server; from mlops.config import load_params; "
-        "load_params('/app/params.yaml'); from mlops.serve import worker; worker.preload('onnx')"
+        f"{LOAD_PARAMS.format(path='/app/params.yaml')}; "
+        "import mlops.serve.server; from mlops.serve import worker; worker.preload('onnx')"
     )
     out = subprocess.run(
         ["docker", "run", "--rm", "--read-only", "--network", "host", "--entrypoint", "python3"]

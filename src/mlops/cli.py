@@ -15,13 +15,14 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mlops import __version__
-from mlops.errors import MlopsError
+from mlops.errors import ConfigError, MlopsError
 
 if TYPE_CHECKING:  # pydantic costs ~0.3 s: `mlops --help` and usage errors do without it
     from mlops.config import Params
+    from mlops.serve_params import ServeParams
 
 log = logging.getLogger("mlops")
 
@@ -115,20 +116,21 @@ def cmd_evaluate(args: argparse.Namespace, params: Params) -> None:
         print(json.dumps(result["test"], sort_keys=True))
 
 
-def cmd_serve(args: argparse.Namespace, params: Params) -> None:
+def cmd_serve(args: argparse.Namespace, settings: ServeParams) -> None:
     from mlops import serve
+    from mlops.serve_params import replace
 
-    settings = params.serve
     if args.prediction_log_dir is not None or args.prediction_log_rate is not None:
         # the chart sets where the log goes per environment (the drift CronJob reads the same place)
-        log_params = settings.prediction_log.model_copy(
-            update={
-                k: v
-                for k, v in (("dir", args.prediction_log_dir), ("rate", args.prediction_log_rate))
-                if v is not None
-            }
-        )
-        settings = settings.model_copy(update={"prediction_log": log_params})
+        log_params = {
+            k: v
+            for k, v in (("dir", args.prediction_log_dir), ("rate", args.prediction_log_rate))
+            if v is not None
+        }
+        try:
+            settings = replace(settings, prediction_log=log_params)
+        except ValueError as e:
+            raise ConfigError(f"--prediction-log-dir/--prediction-log-rate: {e}") from None
     serve.run(
         settings,
         args.model_dir,
@@ -401,6 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the test metrics as JSON on stdout")
 
     p = add("serve", cmd_serve, "serve the model over the Open Inference Protocol (REST) with /metrics")
+    p.set_defaults(params_section="serve")  # the server reads only `serve` (validated without pydantic)
     add_paths(p, "--model-dir")
     p.add_argument(
         "--host", default="127.0.0.1", help="bind address (default %(default)s; 0.0.0.0 in a container)"
@@ -658,6 +661,19 @@ def add_deploy_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the outcome as JSON on stdout")
 
 
+def _load_params(args: argparse.Namespace) -> Any:
+    """The params the command reads: all of params.yaml (validated whole), one section, or none."""
+    if not getattr(args, "needs_params", True):  # fetch-model runs in an init container without one
+        return None
+    if getattr(args, "params_section", None) == "serve":
+        from mlops.serve_params import load
+
+        return load(args.params)
+    from mlops.config import load_params
+
+    return load_params(args.params)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code."""
     parser = build_parser()
@@ -669,11 +685,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(args.debug, args.log_json)
     started = time.perf_counter()
     try:
-        from mlops.config import load_params
-
-        # commands that need no params (fetch-model runs in an init container without params.yaml)
-        params = load_params(args.params) if getattr(args, "needs_params", True) else None
-        args.func(args, params)
+        args.func(args, _load_params(args))
     except MlopsError as e:
         if args.debug:
             log.exception("%s failed", args.command)

@@ -10,10 +10,21 @@ from __future__ import annotations
 import os
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    ValidationError,
+    model_validator,
+)
 
+from mlops import serve_params
 from mlops.errors import ConfigError
 from mlops.params_io import read_yaml
+from mlops.serve_params import PredictionLogParams as PredictionLogParams  # re-exported
+from mlops.serve_params import ServeParams
 
 
 class Section(BaseModel):
@@ -350,31 +361,6 @@ class GateParams(Section):
         return self
 
 
-class PredictionLogParams(Section):
-    """`serve.prediction_log`: sampled, non-blocking log of inputs and outputs for drift monitoring."""
-
-    rate: Annotated[float, Field(ge=0.0, le=1.0)]
-    dir: str
-    max_file_bytes: PositiveInt
-    flush_interval_s: Annotated[float, Field(gt=0.0)]
-    queue_size: PositiveInt
-
-
-class ServeParams(Section):
-    """`serve`: the Open Inference Protocol model server (throughput, limits, shutdown, prediction log)."""
-
-    workers: PositiveInt
-    backend: Literal["onnx", "torch"]  # onnx: models/model.onnx on ONNX Runtime (no torch import)
-    threads: PositiveInt  # intra-op threads per worker (ONNX Runtime or torch)
-    max_batch_size: PositiveInt
-    max_wait_ms: Annotated[float, Field(ge=0.0)]
-    queue_size: PositiveInt
-    max_body_bytes: PositiveInt
-    grace_period_s: Annotated[float, Field(gt=0.0)]
-    keep_alive_s: PositiveInt
-    prediction_log: PredictionLogParams
-
-
 # ---------------------------------------------------------------- drift (mlops.monitor.drift)
 class StatTest(Section):
     """One Evidently drift test: its stattest name (`auto`: Evidently picks by dtype and sample size)
@@ -487,7 +473,10 @@ class Params(Section):
     train: TrainParams
     evaluate: EvaluateParams
     gate: GateParams
-    serve: ServeParams
+    # msgspec classes (mlops.serve_params), so that `mlops serve` validates its section without pydantic
+    serve: Annotated[
+        ServeParams, PlainValidator(serve_params.convert), PlainSerializer(serve_params.to_builtins)
+    ]
     expectations: ExpectationsParams
     model_card: ModelCardParams
     drift: DriftParams
@@ -513,7 +502,10 @@ class Params(Section):
     def section(self, name: str) -> dict[str, Any]:
         """Return one section as plain data (for MLflow params and params hashes)."""
         attr = {"schema": "schema_", "validate": "validate_"}.get(name, name)
-        return getattr(self, attr).model_dump(mode="json")
+        value = getattr(self, attr)
+        if isinstance(value, ServeParams):
+            return serve_params.to_builtins(value)
+        return value.model_dump(mode="json")
 
 
 def _describe(error: dict[str, Any]) -> str:

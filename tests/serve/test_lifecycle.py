@@ -14,13 +14,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import msgspec
 import numpy as np
 import pytest
 
-from mlops.config import PredictionLogParams, load_params
+from mlops import serve_params
+from mlops.config import load_params
 from mlops.serve.app import App, Settings
 from mlops.serve.batching import Batcher, Overloaded
 from mlops.serve.predlog import PredictionLog
+from mlops.serve_params import PredictionLogParams
 
 from .serve_helpers import FIXTURE_PARAMS, infer_body, start_server
 
@@ -46,8 +49,8 @@ def test_not_ready_until_checksum_verified(model_dir, tmp_path, backend, served)
     altered = tmp_path / "models"
     shutil.copytree(model_dir, altered)
     (altered / served).write_bytes(b"\x00" * 64)
-    params = load_params(FIXTURE_PARAMS).serve.model_copy(update={"backend": backend})
-    app = App(Settings(str(altered), "v-test", params.model_dump(mode="json")))
+    params = serve_params.replace(load_params(FIXTURE_PARAMS).serve, backend=backend)
+    app = App(Settings(str(altered), "v-test", serve_params.to_builtins(params)))
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
@@ -168,7 +171,7 @@ def test_prediction_log_writes_complete_files_to_an_fsspec_url(tmp_path, url):
     counts = {"written": 0, "dropped": 0, "failed": 0}
     plog = _predlog(tmp_path, queue_size=100, counts=counts)
     target = f"memory://predlog-{tmp_path.name}" if url == "memory" else (tmp_path / "log").as_uri()
-    plog.params = plog.params.model_copy(update={"dir": target})
+    plog.params = msgspec.structs.replace(plog.params, dir=target)
     plog.start()
     plog.submit("r1", {"size": [1, 2], "color": ["red", "blue"]}, [0.1, 0.9], ["No", "Yes"])
     plog.submit("r2", {"size": [3], "color": ["green"]}, [0.7], ["Yes"])

@@ -33,8 +33,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mlops import __version__, labels
-from mlops.config import ServeParams
+from mlops import __version__, labels, serve_params
 from mlops.errors import DataError, MlopsError, ModelNotReady
 from mlops.serve import binary, openapi, protocol
 from mlops.serve.batching import Batcher
@@ -152,7 +151,7 @@ class App:
         """
         self.settings = settings
         self._preloaded = model
-        self.params = ServeParams.model_validate(settings.params)
+        self.params = serve_params.convert(settings.params)
         meta = json.loads((Path(settings.model_dir) / "model.json").read_text())
         self.name: str = meta["name"]
         self.version = settings.model_version

@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from mlops.config import PredictionLogParams
+from mlops.serve_params import PredictionLogParams
 
 log = logging.getLogger(__name__)
 _STOP = object()

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from mlops.artifact import verify
-from mlops.config import ServeParams
 from mlops.errors import ConfigError, MlopsError, ModelNotReady
+from mlops.serve_params import ServeParams, to_builtins
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def run(
             raise
         except Exception as e:  # noqa: BLE001 - the runtime's own exception types (warm-up forward)
             raise ModelNotReady(f"{model_dir}: the model does not run on ONNX Runtime ({e})") from e
-    settings = Settings(str(model_dir), version, params.model_dump(mode="json")).to_json()
+    settings = Settings(str(model_dir), version, to_builtins(params)).to_json()
     log.info(
         "serving %s version %s from %s (%s) on http://%s:%d with %d worker(s)",
         meta["name"],

@@ -1,0 +1,128 @@
+"""serve_params: the `serve` section of params.yaml, typed with msgspec (the serving stack's one library).
+
+The model server reads nothing else from params.yaml, so `mlops serve` validates this section alone,
+without pydantic: importing pydantic and building the pipeline's params classes cost ~100 ms of CPU,
+a fifth of a container's start to ready (benchmarks/serving/startup.md). `mlops.config.Params` embeds
+the same classes, so the pipeline's full check of params.yaml applies the same rules, with the same
+messages: unknown, missing or mistyped keys are errors that name `serve.<key path>`, no silent default.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import typing
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from mlops.errors import ConfigError
+
+PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
+
+
+class PredictionLogParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`serve.prediction_log`: sampled, non-blocking log of inputs and outputs for drift monitoring."""
+
+    rate: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)]
+    dir: str
+    max_file_bytes: PositiveInt
+    flush_interval_s: Annotated[float, msgspec.Meta(gt=0.0)]
+    queue_size: PositiveInt
+
+
+class ServeParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`serve`: the Open Inference Protocol model server (throughput, limits, shutdown, prediction log)."""
+
+    workers: PositiveInt
+    backend: Literal["onnx", "torch"]  # onnx: models/model.onnx on ONNX Runtime (no torch import)
+    threads: PositiveInt  # intra-op threads per worker (ONNX Runtime or torch)
+    max_batch_size: PositiveInt
+    max_wait_ms: Annotated[float, msgspec.Meta(ge=0.0)]
+    queue_size: PositiveInt
+    max_body_bytes: PositiveInt
+    grace_period_s: Annotated[float, msgspec.Meta(gt=0.0)]
+    keep_alive_s: PositiveInt
+    prediction_log: PredictionLogParams
+
+
+_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
+_FIELD = re.compile(r"^Object (?P<what>missing required|contains unknown) field `(?P<field>[^`]+)`$")
+
+
+def _lookup(data: Any, path: list[str]) -> Any:
+    for part in path:
+        data = data[int(part)] if isinstance(data, list) else data[part]
+    return data
+
+
+def _choices(path: list[str]) -> tuple[Any, ...]:
+    """The values a Literal field at `path` allows."""
+    hint: Any = ServeParams
+    for part in path:
+        hint = typing.get_type_hints(hint)[part]
+    return typing.get_args(hint)
+
+
+def describe(error: msgspec.ValidationError, data: Any, where: str) -> str:
+    """msgspec's message in the form `mlops.config` gives every key: `serve.workers: expected ...`."""
+    m = _AT.match(str(error))
+    assert m is not None  # the pattern matches any text
+    path = [p for p in re.split(r"[.\[\]]+", m["path"] or "") if p]
+    field = _FIELD.match(m["msg"])
+    if field:
+        loc = ".".join([where, *path, field["field"]])
+        return f"{loc}: {'missing required key' if field['what'] == 'missing required' else 'unknown key'}"
+    loc = ".".join([where, *path])
+    msg = m["msg"].replace("Expected", "expected", 1).replace("`", "")
+    if msg.startswith("Invalid enum value"):
+        msg = f"expected one of {', '.join(map(repr, _choices(path)))}"
+    try:
+        got = _lookup(data, path)
+    except (KeyError, IndexError, TypeError, ValueError):
+        return f"{loc}: {msg}"
+    return f"{loc}: {msg} (got {type(got).__name__} {got!r})"
+
+
+def convert(data: Any, where: str = "serve") -> ServeParams:
+    """Validate the `serve` section (plain data, as parsed from YAML).
+
+    Raises:
+        ValueError: the first offending key, named `where.<key path>`.
+    """
+    try:
+        return msgspec.convert(data, ServeParams)
+    except msgspec.ValidationError as e:
+        raise ValueError(describe(e, data, where)) from None
+
+
+def to_builtins(params: ServeParams | PredictionLogParams) -> dict[str, Any]:
+    """Plain data (for MLflow params, params hashes and the workers' settings)."""
+    return msgspec.to_builtins(params)
+
+
+def replace(params: ServeParams, **changes: Any) -> ServeParams:
+    """A copy with `changes` (keys of `serve`, `prediction_log` a partial mapping), validated again."""
+    data = to_builtins(params)
+    log = {**data["prediction_log"], **changes.pop("prediction_log", {})}
+    return convert({**data, **changes, "prediction_log": log})
+
+
+def load(path: str | os.PathLike[str] = "params.yaml") -> ServeParams:
+    """Read params.yaml (YAML 1.2, as DVC reads it) and validate its `serve` section only.
+
+    Raises:
+        ConfigError: the file is missing or not YAML, has no `serve` mapping, or a `serve` key is
+            unknown, missing or mistyped (names the file and the key path).
+    """
+    from mlops.params_io import read_yaml
+
+    data = read_yaml(path)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    if "serve" not in data:
+        raise ConfigError(f"{path}: serve: missing required key")
+    try:
+        return convert(data["serve"])
+    except ValueError as e:
+        raise ConfigError(f"{path}: {e}") from None
