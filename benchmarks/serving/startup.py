@@ -7,10 +7,10 @@ params.yaml on the same model directory, as the image's CMD runs it (`mlops --pa
 --model-dir models --host 127.0.0.1 --port P`, 2 workers).
 
 - host: the server is started under a small launcher that timestamps (wall clock, shared by every
-  process and by containers) the steps of the start-up: interpreter up, `import mlops.cli`, arguments
-  parsed, the params loaded (importing their classes, parsing params.yaml, validating: up to 51a3e21
-  all of it through mlops.config's pydantic classes, now `serve` alone through mlops.serve_params'
-  msgspec classes), `import mlops.serve.server`, model files' sha256,
+  process and by containers) the steps of the start-up: interpreter up, `import mlops.cli`,
+  `import mlops.serve.server` with the params classes it imports (up to 51a3e21 mlops.config's
+  pydantic classes, now mlops.serve_params' msgspec classes), arguments parsed, params.yaml parsed and
+  validated (up to 51a3e21 all of it, now the `serve` section), model files' sha256,
   the serving imports (numpy, msgspec, prometheus_client, the app), the runtime preload (uvicorn,
   uvloop, ONNX Runtime), the model loaded in the supervisor (current code), each worker forked,
   listening and ready; the poller records the first 200 from `/v2/health/ready` (polled every 2 ms)
@@ -87,6 +87,7 @@ import mlops.serve.server as server
 wrap(server, "verify", "verify")
 wrap(server, "_supervise", "supervise")
 from mlops.serve import worker
+mark("import mlops.serve.server")
 wrap(worker, "preload", "preload")
 serve = worker.serve
 def worker_serve(*a, **k):
@@ -140,9 +141,14 @@ while True:
 PHASES = [
     ("process start to interpreter up", "T0", "interpreter"),
     ("import mlops.cli (argparse, logging)", "interpreter", "import mlops.cli"),
-    ("arguments, logging set-up", "import mlops.cli", "args parsed"),
-    ("params: import the classes, parse (ruamel.yaml), validate", "args parsed", "params end"),
-    ("import mlops.serve.server", "params end", "verify begin"),
+    (
+        "import mlops.serve.server, with the params classes (baseline: mlops.config, pydantic; "
+        "current: mlops.serve_params, msgspec)",
+        "import mlops.cli",
+        "import mlops.serve.server",
+    ),
+    ("arguments, logging set-up", "import mlops.serve.server", "args parsed"),
+    ("params.yaml: parse (ruamel.yaml) + validate", "args parsed", "params end"),
     ("model files: sha256", "verify begin", "last verify end"),
     ("serving imports (numpy, msgspec, prometheus_client, app)", "last verify end", "preload begin"),
     ("runtime preload (uvicorn, uvloop, onnxruntime)", "preload begin", "preload end"),
@@ -263,7 +269,12 @@ def interpreter_floor(runs: int) -> float:
 def build_images(trees: dict[str, Path], tmp: Path, docker: dict[str, str]) -> dict[str, str]:
     from serve.test_docker import _wheelhouse, build_image
 
-    wheelhouse = _wheelhouse()
+    # one wheelhouse with what either tree's Dockerfile installs (the baseline's has pydantic and pyyaml)
+    names = set()
+    for root in trees.values():
+        m = re.search(r'ARG SERVE_REQUIREMENTS="([^"]+)"', (root / "Dockerfile").read_text())
+        names |= set(m.group(1).split()) if m else set()
+    wheelhouse = _wheelhouse(" ".join(sorted(names)))
     tags = {}
     for label, root in trees.items():
         ctx = tmp / f"ctx-{label}"
