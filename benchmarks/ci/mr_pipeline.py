@@ -119,6 +119,16 @@ def pytest_summary(log: str, job: str) -> dict | None:
     return {**counts, "pytest_s": float(took.group(1)) if took else None}
 
 
+# the OIP spec and CRD schemas where .ci/run finds them (the workplace's shared/ beside the checkout):
+# without them (no internet here) verify's spec and schema tests skip, as they would not in CI
+_SHARED = REPO.parent / "shared"
+SPECS = (
+    {"OIP_SPEC_LOCATION": str(_SHARED / "specs/oip"), "MLOPS_CRD_SCHEMAS": str(_SHARED / "schemas")}
+    if (_SHARED / "specs/oip").is_dir()
+    else {}
+)
+
+
 def pipeline(repo: Path, code: Path, state: Path, venv: Path, extra: dict[str, str], jobs: list[str]) -> dict:
     """One merge-request pipeline run; total and per-job wall time, job verdicts."""
     args = [tool("gitlab-ci-local"), "--force-shell-executor", "--shell-isolation", *SHAPES["merge_request"]]
@@ -130,6 +140,7 @@ def pipeline(repo: Path, code: Path, state: Path, venv: Path, extra: dict[str, s
         "PYTHONPATH": str(code / "src"),
         "DVC_REMOTE_URL": str(state / "remote"),
         "MLFLOW_TRACKING_URI": f"sqlite:///{state / 'mlflow.db'}",
+        **SPECS,
         **extra,
     }
     for key, value in variables.items():

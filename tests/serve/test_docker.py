@@ -310,11 +310,12 @@ def test_image_has_no_compiler(docker, image):
 
 
 def test_image_has_no_torch_and_serving_imports_no_torch(docker, image):
-    """The serving image carries ONNX Runtime, not torch; importing the whole serving path loads none."""
+    """The serving image carries ONNX Runtime, not torch or pydantic (`mlops serve` validates its params
+    section with msgspec); importing the whole serving path loads neither."""
     script = (
         "import importlib.util as u, json, sys; import mlops.cli, mlops.serve.server, mlops.runtime; "
         "from mlops.serve import worker; worker.preload('onnx'); "
-        "print(json.dumps({n: bool(u.find_spec(n)) for n in ('torch', 'safetensors', 'onnxruntime', 'mlflow')}"
+        "print(json.dumps({n: bool(u.find_spec(n)) for n in ('torch', 'safetensors', 'onnxruntime', 'mlflow', 'pydantic')}"
         " | {'imported_torch': 'torch' in sys.modules}))"
     )
     out = _sh(
@@ -336,6 +337,7 @@ def test_image_has_no_torch_and_serving_imports_no_torch(docker, image):
         "safetensors": False,
         "onnxruntime": True,
         "mlflow": False,
+        "pydantic": False,
         "imported_torch": False,
     }
 
