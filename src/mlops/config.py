@@ -22,7 +22,7 @@ from pydantic import (
 
 from mlops import serve_params
 from mlops.errors import ConfigError
-from mlops.params_io import read_yaml
+from mlops.params_io import read_yaml, sections
 from mlops.serve_params import PredictionLogParams as PredictionLogParams  # re-exported
 from mlops.serve_params import ServeParams
 
@@ -502,10 +502,7 @@ class Params(Section):
     def section(self, name: str) -> dict[str, Any]:
         """Return one section as plain data (for MLflow params and params hashes)."""
         attr = {"schema": "schema_", "validate": "validate_"}.get(name, name)
-        value = getattr(self, attr)
-        if isinstance(value, ServeParams):
-            return serve_params.to_builtins(value)
-        return value.model_dump(mode="json")
+        return self.model_dump(mode="json", include={attr})[attr]  # each field's own serializer
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -535,10 +532,8 @@ def parse_params(data: Any, source: str = "params.yaml") -> Params:
     Raises:
         ConfigError: naming the file and every offending key path.
     """
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
     try:
-        return Params.model_validate(data)
+        return Params.model_validate(sections(data, source))
     except ValidationError as e:
         problems = "; ".join(_describe(err) for err in e.errors())
         raise ConfigError(f"{source}: {problems}") from e

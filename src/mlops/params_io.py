@@ -30,6 +30,17 @@ def parse_yaml(text: str, source: str) -> Any:
         raise ConfigError(f"{source}: not valid YAML: {e}".replace("\n", " ")) from e
 
 
+def sections(data: Any, source: str) -> dict[str, Any]:
+    """The parsed params document as its mapping of sections.
+
+    Raises:
+        ConfigError: the document is not a mapping (names `source`).
+    """
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(data).__name__}")
+    return data
+
+
 def read_yaml(path: str | os.PathLike[str]) -> Any:
     """Read and parse a YAML 1.2 file.
 

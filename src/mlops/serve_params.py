@@ -115,11 +115,9 @@ def load(path: str | os.PathLike[str] = "params.yaml") -> ServeParams:
         ConfigError: the file is missing or not YAML, has no `serve` mapping, or a `serve` key is
             unknown, missing or mistyped (names the file and the key path).
     """
-    from mlops.params_io import read_yaml
+    from mlops.params_io import read_yaml, sections
 
-    data = read_yaml(path)
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections, got {type(data).__name__}")
+    data = sections(read_yaml(path), str(path))
     if "serve" not in data:
         raise ConfigError(f"{path}: serve: missing required key")
     try:
