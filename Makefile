@@ -217,12 +217,19 @@ endef
 
 ci-train: install ## CI job train: restore the run-cache, reproduce the pipeline (gate included), push
 	@if $(deploy_only); then echo "ci-train: only deploy/envs/ changed: nothing to train"; \
-	else $(MAKE) --no-print-directory pipeline-ci; fi
+	else $(MAKE) --no-print-directory pipeline-ci LOCK_CHECK=1; fi
 
+# LOCK_CHECK=1 (ci-train): after dvc repro, `mlops lock-check` compares the lock it wrote with the
+# committed one (reports/lock-check.json, shown in the review report); exit 8 when an output differs or
+# the lock is stale (params.yaml reproducibility.fail_on_mismatch). After a failed repro (a gate failure)
+# it still reports, without failing a second time. Retraining runs on new data: no lock check.
 pipeline-ci:
 	$(use_ci_remote)
 	@dvc pull --run-cache --allow-missing || echo "ci: nothing restored from the DVC remote: stages will run"
-	dvc repro
+	@mkdir -p reports; rc=0; bash -o pipefail -c 'dvc repro 2>&1 | tee reports/repro.log' || rc=$$?; \
+	if [ -n "$(LOCK_CHECK)" ]; then \
+		mlops lock-check --log reports/repro.log $$([ $$rc -eq 0 ] || echo --no-fail) || exit $$?; fi; \
+	exit $$rc
 	$(push_if_remote)
 
 # Retraining never deploys by itself: the job reproduces the pipeline (gate included) and opens a review
@@ -233,7 +240,13 @@ ci-retrain: install ## CI job retrain (schedule, dispatch, trigger): re-fingerpr
 	@if [ -n "$$PROMOTE_PUSH_URL" ]; then git remote set-url --push origin "$$PROMOTE_PUSH_URL"; fi
 	mlops retrain-mr --reason "$${MLOPS_RETRAIN_REASON:-scheduled retrain}"
 
+# With a production record, the report compares the candidate with that champion on the test rows
+# (fetched from the registry: MLFLOW_TRACKING_URI), so it needs the raw table and the test split.
 ci-report: install ## CI job report: write the review report, post or update the merge-request comment
+	$(use_ci_remote)
+	@if [ -f deploy/envs/production/model.yaml ] && [ ! -f data/processed/test.parquet ]; then \
+		dvc pull --allow-missing data/raw/data.parquet data/processed/test.parquet models/model.safetensors models/model.onnx \
+		|| echo "ci-report: test rows not restored from the DVC remote (DVC_REMOTE_URL): the champion comparison will name what is missing"; fi
 	mlops report --post
 
 ci-release: install ## CI job release: register the gated model in MLflow, build (and push) the images
@@ -246,8 +259,9 @@ release-ci:
 		exit 2; fi
 	$(use_ci_remote)
 	@# the drift reference (reference.parquet in the model version) is sampled from the training rows
-	@dvc pull --allow-missing data/raw/data.parquet data/processed/train.parquet \
-		|| echo "ci-release: training data not restored from the DVC remote: registered without a drift reference"
+	@# and the evaluation rows (evaluation.parquet) promote compares candidate and champion on
+	@dvc pull --allow-missing data/raw/data.parquet data/processed/train.parquet data/processed/test.parquet \
+		|| echo "ci-release: data not restored from the DVC remote: registered without a drift reference or evaluation rows"
 	mlops register
 	@if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then \
 		echo "ci-release: no Docker engine on this runner: images not built"; \

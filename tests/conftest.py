@@ -17,10 +17,16 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-import yaml
+from mlops import numerics
 
-from mlops import cli
+# the pipeline's numeric code paths (mlops.numerics), set before pytest or a test loads numpy or torch, so
+# stages run in this process write the same bytes as the `mlops` commands tests start
+numerics.pin()
+
+import pytest  # noqa: E402
+import yaml  # noqa: E402
+
+from mlops import cli  # noqa: E402
 from mlops.config import load_params
 
 REPO = Path(__file__).resolve().parents[1]
@@ -169,7 +175,7 @@ class Workspace:
 
         Args:
             stage: the stage name in dvc.yaml (the command line is taken from there: one source).
-            overrides: option -> value replacements, e.g. champion=path for `--champion`.
+            overrides: option -> value replacements, e.g. out=path for `--out`.
         """
         words = shlex.split(DVC_STAGES[stage]["cmd"])
         assert words[:2] == ["mlops", stage], f"dvc.yaml {stage}: expected `mlops {stage} ...`"

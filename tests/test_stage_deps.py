@@ -110,7 +110,21 @@ def test_stages_are_leaves(stage):
 
 def test_the_import_graph_sees_lazy_and_package_imports():
     """The analysis itself: function-level imports and `from mlops import x` count."""
-    gate = closure({"mlops.gate"})
-    assert {"mlops.registry", "mlops.champion", "mlops.model", "mlops.files", "mlops"} <= gate
-    assert "mlops.gate" not in closure({"mlops.metrics"})
+    compare = closure({"mlops.compare"})
+    assert {"mlops.registry", "mlops.champion", "mlops.model", "mlops.files", "mlops"} <= compare
+    assert "mlops.compare" not in closure({"mlops.metrics"})
     assert "mlops.train" in stage_modules("train") and "mlops.evaluate" not in stage_modules("train")
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_no_stage_depends_on_deploy_or_the_champion(stage):
+    """The pipeline depends only on data, code and params: a promotion or rollback (a commit under
+    deploy/) leaves every stage up to date, and the champion comparison (a moving record, the registry)
+    runs in `mlops report` and `mlops promote`, never in a stage."""
+    spec = STAGES[stage]
+    deps = spec.get("deps", [])
+    assert not [d for d in deps if d == "deploy" or d.startswith("deploy/")], f"{stage}: {deps}"
+    assert "deploy/" not in spec["cmd"], spec["cmd"]
+    params = [p if isinstance(p, str) else next(iter(p)) for p in spec.get("params", [])]
+    assert not [p for p in params if p.split(".")[0] == "champion"], params
+    assert "mlops.compare" not in stage_modules(stage)

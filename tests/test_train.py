@@ -114,7 +114,7 @@ def test_early_stopping_keeps_the_best_epoch(pipeline, params):
     ]
     p = params.train.model_copy(update={"epochs": 200})
     net, history = train.fit(*splits, p)
-    best = min(history, key=lambda r: r["valid_loss"])
+    best = train.kept_epoch(history, p.early_stopping.min_delta)
     assert len(history) < 200  # stopped early
     assert len(history) - best["epoch"] == p.early_stopping.patience
     import torch
@@ -122,6 +122,16 @@ def test_early_stopping_keeps_the_best_epoch(pipeline, params):
     with torch.inference_mode():
         restored = float(torch.nn.functional.binary_cross_entropy_with_logits(net(splits[1].x), splits[1].y))
     assert restored == pytest.approx(best["valid_loss"], rel=1e-6)
+
+
+def test_kept_epoch_is_the_last_gain_above_min_delta():
+    # model.json's best_epoch/best_valid_loss describe the saved weights: a later, smaller gain than
+    # min_delta neither resets patience nor replaces the kept weights
+    rows = [0.5, 0.4, 0.39995, 0.41, 0.3]
+    history = [{"epoch": i + 1, "train_loss": 0.0, "valid_loss": v} for i, v in enumerate(rows)]
+    assert train.kept_epoch(history[:4], 1e-4)["epoch"] == 2
+    assert train.kept_epoch(history[:4], 0.0)["epoch"] == 3
+    assert train.kept_epoch(history, 1e-4)["epoch"] == 5
 
 
 def test_run_is_tracked_in_mlflow(pipeline, params):

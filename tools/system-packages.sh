@@ -29,6 +29,9 @@ have java || missing+=(default-jre-headless) # npm-groovy-lint runs on a JVM
 have promtool || missing+=(prometheus)
 have prometheus-pushgateway || missing+=(prometheus-pushgateway)
 have amtool || missing+=(prometheus-alertmanager)
+# QEMU user-mode emulation: tests/e2e/test_reproducible.py runs the stages on an emulated CPU of another
+# vendor (the CPUID every library dispatches on), to prove the outputs are the same bytes
+have qemu-x86_64 || missing+=(qemu-user)
 if [ "${MLOPS_DOCKER_TESTS:-1}" != "0" ]; then
   # Docker engine (started by the tests themselves, no bridge network) and debootstrap for its base image
   have dockerd || missing+=(docker.io)

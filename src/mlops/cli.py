@@ -2,8 +2,8 @@
 
 Exit codes: 0 ok; 1 unexpected; 2 usage or config error; 3 data error; 4 gate failed; 5 model missing
 or not ready; 6 promotion refused or checksum mismatch; 7 drift over the params.yaml `drift` thresholds
-(`mlops drift`). An expected error prints one line naming the
-file, key or column at fault; a traceback only with --debug.
+(`mlops drift`); 8 outputs did not reproduce the committed dvc.lock (`mlops lock-check`); 130 interrupted.
+An expected error prints one line naming the file, key or column at fault; a traceback only with --debug.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops import __version__
+from mlops import __version__, numerics
 from mlops.errors import ConfigError, MlopsError
 
 if TYPE_CHECKING:  # pydantic costs ~0.3 s: `mlops --help` and usage errors do without it
@@ -145,12 +145,10 @@ def cmd_gate(args: argparse.Namespace, params: Params) -> None:
 
     result = gate.run(
         params.gate,
-        params.evaluate,
         args.model_dir,
         args.data,
         args.test,
         args.metrics,
-        args.champion,
         args.out,
         args.markdown,
         fail=not args.no_fail,
@@ -175,6 +173,7 @@ def cmd_register(args: argparse.Namespace, params: Params) -> None:
         reference_from=(args.data, args.train),
         reference_rows=params.drift.reference_rows,
         seed=params.drift.seed,
+        evaluation_from=(args.data, args.test),
     )
     if args.json:
         print(json.dumps(result, sort_keys=True))
@@ -194,6 +193,7 @@ def cmd_report(args: argparse.Namespace, params: Params) -> None:
         args.target or report.target_branch(),
         Path.cwd(),
         params.section("model_card"),
+        comparison=report.Comparison(params.champion, params.evaluate.calibration_bins, args.data, args.test),
     )
     if args.post:
         outcome = forge.post(text)
@@ -217,7 +217,15 @@ def cmd_promote(args: argparse.Namespace, params: Params) -> None:
     from mlops.deploy import promote
 
     result = promote.promote(
-        args.repo, args.env, args.version, args.name, params.train.model_name, by=args.by, push=args.push
+        args.repo,
+        args.env,
+        args.version,
+        args.name,
+        params.train.model_name,
+        by=args.by,
+        push=args.push,
+        champion=params.champion,
+        bins=params.evaluate.calibration_bins,
     )
     if args.json:
         print(json.dumps(result, sort_keys=True))
@@ -292,6 +300,20 @@ def cmd_drift(args: argparse.Namespace, params: Params) -> None:
         show(e.summary)  # type: ignore[attr-defined]
         raise
     show(summary)
+
+
+def cmd_lock_check(args: argparse.Namespace, params: Params) -> None:
+    from mlops import lockcheck
+
+    result = lockcheck.run(
+        args.lock,
+        args.ref,
+        args.log,
+        args.out,
+        fail_on_mismatch=params.reproducibility.fail_on_mismatch and not args.no_fail,
+    )
+    if args.json:
+        print(json.dumps({"verdict": result["verdict"], "summary": lockcheck.summary(result)}))
 
 
 def cmd_dvc_stage(args: argparse.Namespace, params: Params | None) -> None:
@@ -431,15 +453,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "gate",
         cmd_gate,
-        "check the candidate against params.yaml `gate` and the champion (exit 4 on failure)",
+        "check the candidate against the absolute rules of params.yaml `gate` (exit 4 on failure)",
     )
     add_paths(p, "--model-dir", "--data", "--test", "--metrics")
-    p.add_argument(
-        "--champion",
-        type=Path,
-        default=Path("deploy/envs/production/model.yaml"),
-        help="promotion record of the champion; missing = no champion (default %(default)s)",
-    )
     p.add_argument("--out", type=Path, default=Path("reports/gate.json"))
     p.add_argument("--markdown", type=Path, default=Path("reports/gate.md"))
     p.add_argument(
@@ -455,9 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = add(
         "register",
         cmd_register,
-        "register models/ in the MLflow registry, alias `candidate` (exit 6 if the gate did not pass)",
+        "register models/ in the MLflow registry with its drift reference and its labelled test rows "
+        "(what promote compares on), alias `candidate` (exit 6 if the gate did not pass)",
     )
-    add_paths(p, "--model-dir", "--gate", "--metrics", "--data")
+    add_paths(p, "--model-dir", "--gate", "--metrics", "--data", "--test")
     p.add_argument(
         "--train",
         type=Path,
@@ -473,10 +490,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print {name, version, uri, gate, created} on stdout")
 
     p = add(
-        "report", cmd_report, "write the merge-request review report; --post comments it on GitHub/GitLab"
+        "report",
+        cmd_report,
+        "write the merge-request review report, with the champion comparison against production's "
+        "record (shown, enforced by promote); --post comments it on GitHub/GitLab",
     )
-    add_paths(p, "--gate", "--metrics", "--plots-dir", "--model-dir")
-    p.add_argument("--champion", type=Path, default=Path("deploy/envs/production/model.yaml"))
+    add_paths(p, "--gate", "--metrics", "--plots-dir", "--model-dir", "--data", "--test")
+    p.add_argument(
+        "--champion",
+        type=Path,
+        default=Path("deploy/envs/production/model.yaml"),
+        help="promotion record of the model to compare with (default %(default)s); with one, the "
+        "registry and the test rows (--data, --test) are needed",
+    )
     p.add_argument(
         "--out",
         type=Path,
@@ -514,7 +540,8 @@ def build_parser() -> argparse.ArgumentParser:
         "promote",
         cmd_promote,
         "promote a registry version to deploy/envs/<env>/model.yaml by a commit (merge request for a "
-        "protected env) and move the alias <env> (exit 6 if the gate did not pass or the sha256 differs)",
+        "protected env) and move the alias <env> (exit 6 if the gate did not pass, the sha256 differs "
+        "or it regresses significantly against the env's current model: params.yaml `champion`)",
     )
     p.add_argument("--env", required=True, help="environment: a folder under deploy/envs/")
     p.add_argument("--version", required=True, help="registry version number or alias (e.g. candidate)")
@@ -637,6 +664,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", default=None, help="the project image (default: mlops-pipeline:<version>)")
     p.add_argument("--project-dir", default="/app", help="the DVC project's path in the image")
     p.add_argument("--kfp-python", default=None, help="a Python with kfp (default: $MLOPS_KFP_PYTHON, own)")
+    p = add(
+        "lock-check",
+        cmd_lock_check,
+        "did `dvc repro` reproduce the committed dvc.lock? (exit 8 when an output differs or the lock is stale)",
+    )
+    p.add_argument("--lock", type=Path, default=Path("dvc.lock"), help="the lock dvc repro wrote")
+    p.add_argument("--ref", default="HEAD", help="git commit whose dvc.lock is the reference (default HEAD)")
+    p.add_argument(
+        "--log", type=Path, default=None, help="dvc repro's output: which stages ran or were restored"
+    )
+    p.add_argument("--out", type=Path, default=Path("reports/lock-check.json"))
+    p.add_argument("--no-fail", action="store_true", help="report a mismatch but exit 0")
+    p.add_argument("--json", action="store_true", help="print the verdict as JSON on stdout")
+
     p = add("kfp-step", cmd_kfp_step, "run one DVC stage as a pipeline step: dvc pull, the cmd, dvc push")
     p.set_defaults(needs_params=False)
     p.add_argument("--stage", required=True, help="stage name in dvc.yaml")
@@ -676,6 +717,8 @@ def _load_params(args: argparse.Namespace) -> Any:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit code."""
+    # before anything loads numpy or torch: the same bytes from every stage on any x86-64-v3 CPU
+    preloaded = numerics.pin()
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -683,6 +726,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(e.code or 0)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # to start itself again (torchrun)
     setup_logging(args.debug, args.log_json)
+    if preloaded:
+        log.debug("numerics: %s loaded before the pin: they keep their own code paths", ", ".join(preloaded))
     started = time.perf_counter()
     try:
         args.func(args, _load_params(args))

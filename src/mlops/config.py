@@ -310,21 +310,6 @@ class SliceBounds(Section):
     min: dict[str, float]
 
 
-class BootstrapParams(Section):
-    """The seeded paired bootstrap behind the champion comparison."""
-
-    samples: Annotated[int, Field(ge=100)]
-    confidence: Fraction
-    seed: int
-
-
-class ChampionParams(Section):
-    """Comparison with the production champion: metric -> largest regression tolerated (metric units)."""
-
-    max_regression: dict[str, NonNegative]
-    bootstrap: BootstrapParams
-
-
 class LatencyParams(Section):
     """CPU inference latency budgets (p95 over `repeats` timed calls after `warmup` untimed ones)."""
 
@@ -347,7 +332,6 @@ class GateParams(Section):
 
     metrics: MetricBounds
     slices: SliceBounds
-    champion: ChampionParams
     latency: LatencyParams
     onnx_parity: OnnxParityParams
     max_model_bytes: PositiveInt
@@ -357,7 +341,29 @@ class GateParams(Section):
         _known_metrics("gate.metrics.min", self.metrics.min)
         _known_metrics("gate.metrics.max", self.metrics.max)
         _known_metrics("gate.slices.min", self.slices.min)
-        _known_metrics("gate.champion.max_regression", self.champion.max_regression)
+        return self
+
+
+# ---------------------------------------------------------------- champion (mlops.compare)
+class BootstrapParams(Section):
+    """The seeded paired bootstrap behind the champion comparison."""
+
+    samples: Annotated[int, Field(ge=100)]
+    confidence: Fraction
+    seed: int
+
+
+class ChampionParams(Section):
+    """`champion`: the candidate vs an environment's promoted model, both scored on the same rows, at
+    review time (`mlops report`, vs production) and at promotion time (`mlops promote`, vs the target
+    env; exit 6). Not read by any DVC stage. metric -> largest regression tolerated (metric units)."""
+
+    max_regression: dict[str, NonNegative]
+    bootstrap: BootstrapParams
+
+    @model_validator(mode="after")
+    def _metric_names(self) -> ChampionParams:
+        _known_metrics("champion.max_regression", self.max_regression)
         return self
 
 
@@ -426,6 +432,13 @@ class RetrainParams(Section):
     jenkins: JenkinsRetrain
 
 
+class ReproducibilityParams(Section):
+    """`reproducibility`: what CI does when a run does not reproduce the committed dvc.lock (`mlops lock-check`)."""
+
+    fail_on_mismatch: bool
+    """Fail the job (exit 8) when an output differs from the committed lock, or the lock is stale."""
+
+
 def _check_change(schema: SchemaParams, where: str, c: Change, allowed: set[str]) -> None:
     if c.feature not in allowed:
         raise ValueError(f"{where}.feature: '{c.feature}' is not a schema column")
@@ -473,6 +486,7 @@ class Params(Section):
     train: TrainParams
     evaluate: EvaluateParams
     gate: GateParams
+    champion: ChampionParams
     # msgspec classes (mlops.serve_params), so that `mlops serve` validates its section without pydantic
     serve: Annotated[
         ServeParams, PlainValidator(serve_params.convert), PlainSerializer(serve_params.to_builtins)
@@ -481,6 +495,7 @@ class Params(Section):
     model_card: ModelCardParams
     drift: DriftParams
     retrain: RetrainParams
+    reproducibility: ReproducibilityParams
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, populate_by_name=True)
 

@@ -3,7 +3,8 @@
 Exit codes (the CLI contract, documented in the README):
     0 ok, 1 unexpected, 2 usage or config error, 3 data error (source unreadable or validation failed),
     4 gate failed, 5 model missing or not ready, 6 promotion refused / checksum mismatch,
-    7 drift over the `drift` thresholds.
+    7 drift over the `drift` thresholds, 8 outputs did not reproduce the committed dvc.lock,
+    130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -66,4 +67,12 @@ class DriftDetected(MlopsError):
     """`mlops drift`: the logged predictions drifted from the reference beyond params.yaml `drift`."""
 
     exit_code = 7
+    http_status = 409
+
+
+class NotReproduced(MlopsError):
+    """`mlops lock-check`: an output differs from the committed dvc.lock for the same inputs, or the lock
+    was not updated for changed inputs."""
+
+    exit_code = 8
     http_status = 409

@@ -1,13 +1,10 @@
-"""gate: candidate model + metrics (+ champion) -> reports/gate.json and reports/gate.md; exit 4 on failure.
+"""gate: candidate model + metrics -> reports/gate.json and reports/gate.md; exit 4 on failure.
 
-Rules (all from `params.yaml: gate`; each rule id is the params key it comes from):
+The gate holds the absolute rules only, so the stage depends on data, code and params alone (nothing
+under deploy/, no registry). Rules (all from `params.yaml: gate`; each rule id is the params key it
+comes from):
 - `metrics.min.<m>` / `metrics.max.<m>`: absolute bounds on the test metrics in reports/metrics.json;
 - `slices.min.<m>[<slice>=<value>]`: a minimum in every evaluated slice that has metrics;
-- `champion.<m>`: the candidate vs the champion of `deploy/envs/production/model.yaml`, both scored on
-  the same test rows; a seeded paired bootstrap gives a confidence interval on the difference. The rule
-  fails only when the regression is statistically significant (the whole interval is on the worse side
-  of zero) AND its point estimate exceeds `max_regression`. No record = no champion: these rules are
-  skipped (the report says so) and no registry is contacted;
 - `onnx_parity.max_abs_diff`: with `serve.backend: onnx`, max |p_onnx - p_torch| over the test rows
   (the ONNX export on ONNX Runtime vs the safetensors weights on torch) must stay within the bound, so
   the served file scores as the network that evaluate measured (skipped with `serve.backend: torch`);
@@ -15,6 +12,9 @@ Rules (all from `params.yaml: gate`; each rule id is the params key it comes fro
   raw-columns path on the served backend (ONNX Runtime, or torch); a budget missed on the first
   measurement is measured once more (a noisy runner gets a second chance; a slow model fails twice);
   `max_model_bytes`: size of the model files (weights, ONNX export, model.json).
+
+The comparison with the model production runs (the champion) is not a gate rule: its record changes
+with every promotion, so it runs when it matters, in `mlops report` and `mlops promote` (`mlops.compare`).
 
 gate.json and gate.md are DVC outputs whose hashes land in dvc.lock, so they hold only what the same
 inputs reproduce on any machine: verdicts, bounds and deterministic values. The measured latencies
@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import math
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -35,11 +34,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlops import artifact, bootstrap, files, runtime
-from mlops.config import EvaluateParams, GateParams
-from mlops.errors import ChecksumMismatch, DataError, GateFailed
-from mlops.labels import LABEL
-from mlops.metrics import LOWER_IS_BETTER, scores
+from mlops import artifact, files, runtime
+from mlops.config import GateParams
+from mlops.errors import DataError, GateFailed
 
 if TYPE_CHECKING:  # torch and pandas load in run(): `mlops report` renders markdown() without them
     from mlops import model as model_lib
@@ -93,57 +90,6 @@ def slice_rules(params: GateParams, slices: dict[str, dict[str, dict[str, Any]]]
                         rows=s.get("rows"),
                     )
                 )
-    return out
-
-
-def champion_rules(
-    params: GateParams,
-    y: np.ndarray,
-    cand: model_lib.LoadedModel,
-    p_cand: np.ndarray,
-    champ: model_lib.LoadedModel,
-    p_champ: np.ndarray,
-    bins: int,
-) -> list[dict[str, Any]]:
-    """`champion.*`: fail only on a statistically significant regression larger than the margin.
-
-    Both models are scored on the same rows; the interval on (candidate - champion) comes from a seeded
-    paired bootstrap (the same resampled rows for both models), so noise shared by both cancels out.
-    """
-    boot = params.champion.bootstrap
-    compared = {m: (cand.threshold, champ.threshold) for m in params.champion.max_regression}
-    started = time.perf_counter()
-    diffs = bootstrap.paired_differences(y, p_cand, p_champ, compared, boot.samples, boot.seed, bins)
-    log.info("gate: paired bootstrap, %d resamples, %.2fs", boot.samples, time.perf_counter() - started)
-    s_cand, s_champ = scores(y, p_cand, cand.threshold, bins), scores(y, p_champ, champ.threshold, bins)
-    alpha = (1.0 - boot.confidence) / 2
-    out = []
-    for name, margin in params.champion.max_regression.items():
-        v_cand, v_champ = s_cand[name], s_champ[name]
-        diff = v_cand - v_champ
-        lo, hi = (float(q) for q in np.quantile(diffs[name], [alpha, 1 - alpha]))
-        if name in LOWER_IS_BETTER:  # a regression is an increase
-            regression, significant = diff, lo > 0
-        else:  # a regression is a decrease
-            regression, significant = -diff, hi < 0
-        passed = not (significant and regression > margin)
-        out.append(
-            rule(
-                f"champion.{name}",
-                "champion",
-                v_cand,
-                margin,
-                "regression <= margin or not significant",
-                passed,
-                champion=v_champ,
-                diff=diff,
-                ci=[lo, hi],
-                confidence=boot.confidence,
-                resamples=int(len(diffs[name])),
-                significant=bool(significant),
-                regression=regression,
-            )
-        )
     return out
 
 
@@ -259,33 +205,6 @@ def served_model(
     return cand, None
 
 
-def load_champion(
-    record_path: Path, workdir: Path
-) -> tuple[model_lib.LoadedModel | None, dict[str, Any] | None]:
-    """The champion of the promotion record, fetched from the registry and verified; (None, None) if none."""
-    from mlops import champion, registry
-    from mlops import model as model_lib
-
-    record = champion.read_champion(record_path)
-    if record is None:
-        return None, None
-    registry.fetch_model(record.name, record.version, workdir)
-    champ = model_lib.load(workdir)
-    if champ.metadata["weights"]["sha256"] != record.sha256:
-        raise ChecksumMismatch(
-            f"{record_path}: sha256 {record.sha256[:12]}… differs from registry version "
-            f"{record.name}/{record.version} ({champ.metadata['weights']['sha256'][:12]}…)"
-        )
-    info = {
-        "name": record.name,
-        "version": record.version,
-        "sha256": record.sha256,
-        "uri": record.uri,
-        "record": str(record_path),
-    }
-    return champ, info
-
-
 def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.4g}"
@@ -301,14 +220,7 @@ def markdown(result: dict[str, Any], timings: dict[str, Any] | None = None) -> s
             latency rows show the measured p95s, else they point at the file (gate.md, a DVC output).
     """
     lines = [f"### Gate: {'✅ passed' if result['passed'] else '❌ failed'}", ""]
-    champ = result.get("champion")
-    if champ:
-        lines.append(
-            f"Champion: `{champ['name']}` version {champ['version']} (sha256 `{champ['sha256'][:12]}`)."
-        )
-    else:
-        lines.append(f"No champion: {result['champion_note']}")
-    lines += ["", "| rule | value | bound | verdict |", "|---|---|---|---|"]
+    lines += ["| rule | value | bound | verdict |", "|---|---|---|---|"]
     for r in result["rules"]:
         value = _fmt(r["value"])
         if r.get("measured"):
@@ -317,15 +229,7 @@ def markdown(result: dict[str, Any], timings: dict[str, Any] | None = None) -> s
         if r["kind"] == "parity" and r["value"] is not None:
             exact = (timings or {}).get(r["id"])
             value = f"{exact:.3g}" if exact is not None else f"≤ {_fmt(r['value'])}"
-        if r["kind"] == "champion":
-            lo, hi = r["ci"]
-            value = (
-                f"{_fmt(r['value'])} vs {_fmt(r['champion'])} (Δ {r['diff']:+.4f}, "
-                f"{r['confidence']:.0%} CI [{lo:+.4f}, {hi:+.4f}])"
-            )
-            bound = f"regression ≤ {_fmt(r['bound'])} unless not significant"
-        else:
-            bound = f"{r['op']} {_fmt(r['bound'])}"
+        bound = f"{r['op']} {_fmt(r['bound'])}"
         mark = {"pass": "✅ pass", "fail": "❌ fail", "skip": "➖ skip"}[r["verdict"]]
         lines.append(f"| `{r['id']}` | {value} | {bound} | {mark} |")
     if result.get("timings") and timings is None:
@@ -335,12 +239,10 @@ def markdown(result: dict[str, Any], timings: dict[str, Any] | None = None) -> s
 
 def run(
     params: GateParams,
-    evaluate_params: EvaluateParams,
     model_dir: Path,
     data: Path,
     test: Path,
     metrics_path: Path,
-    champion_record: Path,
     out_json: Path,
     out_md: Path,
     fail: bool = True,
@@ -351,11 +253,9 @@ def run(
 
     Args:
         params: the `gate` section.
-        evaluate_params: the `evaluate` section (calibration bins for ECE).
         model_dir: the candidate (models/).
         data: the raw table; test: data/processed/test.parquet (the same test rows as evaluate).
         metrics_path: reports/metrics.json of the candidate.
-        champion_record: deploy/envs/production/model.yaml (missing: no champion).
         out_json: reports/gate.json; out_md: reports/gate.md.
         fail: False (`--no-fail`) reports a failure without raising.
         timings_path: where the measured latencies go (untracked; None: only the log).
@@ -369,7 +269,7 @@ def run(
     from mlops import model as model_lib
     from mlops.tables import test_rows
 
-    log.info("gate: %s (metrics %s, champion record %s)", model_dir, metrics_path, champion_record)
+    log.info("gate: %s (metrics %s)", model_dir, metrics_path)
     cand = model_lib.load(model_dir)
     try:
         metrics = json.loads(metrics_path.read_text())
@@ -377,19 +277,6 @@ def run(
         raise DataError(f"{metrics_path}: unreadable metrics ({e}); run `mlops evaluate` first") from e
     rules = absolute_rules(params, metrics["test"]) + slice_rules(params, metrics.get("slices", {}))
     rows = test_rows(data, test, cand.metadata["id"])
-    with tempfile.TemporaryDirectory(prefix="mlops-champion-") as tmp:
-        champ, champ_info = load_champion(champion_record, Path(tmp))
-        if champ is not None:
-            y = rows[LABEL].to_numpy(dtype=int)
-            rules += champion_rules(
-                params,
-                y,
-                cand,
-                cand.predict_proba(rows),
-                champ,
-                champ.predict_proba(rows),
-                evaluate_params.calibration_bins,
-            )
     served, onnx = served_model(backend, cand, model_dir, params.latency.threads)
     parity, parity_diff = parity_rule(params, backend, cand.predict_proba(rows), onnx, rows)
     budget, timings = budget_rules(params, served, rows, model_dir)
@@ -407,10 +294,6 @@ def run(
         "passed": not failed,
         "failed": failed,
         "candidate": {"name": cand.name, "sha256": cand.metadata["weights"]["sha256"]},
-        "champion": champ_info,
-        "champion_note": None
-        if champ_info
-        else f"no promotion record at {champion_record}; only absolute rules apply",
         "test_rows": int(len(rows)),
         "rules": rules,
         "timings": str(timings_path) if timings_path is not None else None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,13 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
 class MLP(nn.Module):
-    """Fully connected network: [Linear -> activation -> Dropout] x len(hidden) -> Linear(1) logit."""
+    """Fully connected network: [Linear -> activation -> Dropout] x len(hidden) -> Linear(1) logit.
+
+    Training may pass its own dropout masks to `forward` (see `draw_masks`): drawn for a whole global
+    batch from one generator, they let W data-parallel ranks apply exactly the masks one process would
+    (mlops.distributed). The `nn.Dropout` modules stay in `net` either way, so the state_dict, the
+    safetensors layout and the ONNX export (eval mode: dropout is the identity) do not depend on it.
+    """
 
     def __init__(self, input_dim: int, hidden: list[int], activation: str = "relu", dropout: float = 0.0):
         super().__init__()
@@ -48,10 +54,45 @@ class MLP(nn.Module):
             width = h
         layers.append(nn.Linear(width, 1))
         self.net = nn.Sequential(*layers)
+        self.hidden = list(hidden)
+        self.dropout = dropout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return one logit per row, shape (rows,)."""
-        return self.net(x).squeeze(-1)
+    def draw_masks(self, rows: int, generator: torch.Generator) -> list[torch.Tensor] | None:
+        """Inverted-dropout masks for `rows` rows, one [rows, width] tensor per Dropout layer, on CPU.
+
+        Each unit is kept with probability 1 - dropout and then scaled by 1 / (1 - dropout), as
+        `nn.Dropout` does. Drawn on CPU from `generator` so every device and every rank that holds the
+        same generator state gets the same masks.
+
+        Args:
+            rows: the rows of the batch (the global batch under DDP).
+            generator: the dedicated dropout generator; advanced by the draw.
+
+        Returns:
+            The masks, or None when dropout is 0 (nothing drawn, the generator untouched).
+        """
+        if self.dropout == 0:
+            return None
+        keep = 1.0 - self.dropout
+        return [torch.empty(rows, h).bernoulli_(keep, generator=generator).div_(keep) for h in self.hidden]
+
+    def forward(self, x: torch.Tensor, masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+        """Return one logit per row, shape (rows,).
+
+        Args:
+            x: feature rows [rows, input_dim].
+            masks: training only: one dropout mask per Dropout layer ([rows, width], from `draw_masks`,
+                on x's device), multiplied in where each Dropout sits instead of drawing masks there.
+                Ignored in eval mode, where dropout is the identity.
+        """
+        if masks is None or not self.training:
+            return self.net(x).squeeze(-1)
+        if len(masks) != len(self.hidden):
+            raise ValueError(f"MLP.forward: {len(masks)} dropout masks for {len(self.hidden)} Dropout layers")
+        pending = iter(masks)
+        for layer in self.net:
+            x = x * next(pending) if isinstance(layer, nn.Dropout) else layer(x)
+        return x.squeeze(-1)
 
 
 class Probability(nn.Module):

@@ -4,9 +4,12 @@
 code" file `pyfunc_model.py`: no pickle; the project modules it imports and its pinned requirements are
 derived from its import graph by `mlops.bundle`, so it loads where only those requirements are
 installed), registers it as a new version with provenance tags and points
-the alias `candidate` at it. The same weights are never registered twice. `fetch_model()` downloads a
-version, checks its weights against the version's `weights_sha256` tag and places the files atomically
-(the Helm chart's init container runs it).
+the alias `candidate` at it. The same weights are never registered twice. Next to model.json the version
+stores two tables: `reference.parquet` (a sample of training rows: the drift reference) and
+`evaluation.parquet` (the test split's raw rows with the 0/1 label: what `mlops promote` scores this
+version and the env's current one on, so CI judges a promotion without DVC data). `fetch_model()`
+downloads a version, checks its weights against the version's `weights_sha256` tag and places the files
+atomically (the Helm chart's init container runs it).
 
 Version tags (serving and deploy rely on these names): `git_sha`, `dvc_lock_md5`, `data_md5`,
 `params_hash`, `gate` (passed|failed), `weights_sha256`, and `metric.<name>` per test metric.
@@ -35,6 +38,7 @@ log = logging.getLogger(__name__)
 CANDIDATE_ALIAS = "candidate"
 TAGS = ("git_sha", "dvc_lock_md5", "data_md5", "params_hash", "gate", "weights_sha256")
 REFERENCE = "reference.parquet"  # drift reference staged next to model.json (mlops.monitor.drift)
+EVALUATION = "evaluation.parquet"  # labelled test rows staged next to model.json (mlops.compare)
 
 
 # ---------------------------------------------------------------- helpers
@@ -123,6 +127,7 @@ def register(
     reference_from: tuple[Path, Path] | None = None,
     reference_rows: int = 5000,
     seed: int = 0,
+    evaluation_from: tuple[Path, Path] | None = None,
 ) -> dict[str, Any]:
     """Register models/ as a new registry version tagged with its provenance; alias it `candidate`.
 
@@ -136,6 +141,8 @@ def register(
         allow_failed: register even when the gate failed (tagged `gate=failed`).
         reference_from: (raw table, encoded training split): a sample of at most `reference_rows`
             training rows (seeded by `seed`) is staged as reference.parquet next to model.json.
+        evaluation_from: (raw table, encoded test split): the test rows' raw columns and 0/1 label are
+            staged as evaluation.parquet (the rows `mlops promote` compares models on).
 
     Returns:
         {name, version, uri, gate, created}: created is False when these weights were already registered.
@@ -164,6 +171,7 @@ def register(
     from mlflow.exceptions import MlflowException
 
     reference = reference_sample(model, *reference_from, reference_rows, seed) if reference_from else None
+    evaluation = evaluation_rows(model, *evaluation_from) if evaluation_from else None
     try:
         return _publish(
             model_dir,
@@ -173,6 +181,7 @@ def register(
             version_tags(meta, verdict, metrics, dvc_lock),
             experiment,
             reference=reference,
+            evaluation=evaluation,
         )
     except MlflowException as e:
         raise RegistryUnavailable(f"registry {safe_uri(tracking.tracking_uri())}: {_short(e)}") from e
@@ -201,6 +210,24 @@ def reference_sample(model: Any, data: Path, train: Path, rows: int, seed: int) 
     return out
 
 
+def evaluation_rows(model: Any, data: Path, test: Path) -> Any:
+    """The labelled test rows: the raw table's columns for every test-split row and the 0/1 `label`.
+
+    Every raw column is kept (not only this model's features), so a champion with other inputs can
+    score the same rows. Returns None (logged) when the raw table or the test split is missing: the
+    version then cannot be promoted over another (`mlops promote` refuses and says why).
+    """
+    from mlops import tables
+    from mlops.errors import DataError
+
+    try:
+        rows = tables.test_rows(data, test, model.metadata["id"])
+    except DataError as e:
+        log.warning("register: no evaluation rows staged (%s); promote cannot compare this version", e)
+        return None
+    return rows.reset_index(drop=True)
+
+
 def _publish(
     model_dir: Path,
     meta: dict[str, Any],
@@ -209,6 +236,7 @@ def _publish(
     tags: dict[str, str],
     experiment: str,
     reference: Any = None,
+    evaluation: Any = None,
 ) -> dict[str, Any]:
     """Log + register a new version, or reuse the version holding the same weights; alias it `candidate`."""
     import mlflow
@@ -240,6 +268,8 @@ def _publish(
             shutil.copy2(model_dir / fname, staged / fname)
         if reference is not None:
             files.write_parquet(staged / REFERENCE, reference)
+        if evaluation is not None:
+            files.write_parquet(staged / EVALUATION, evaluation)
         graph = bundle.import_graph()
         code = bundle.stage_code(Path(tmp) / "code", graph)
         with mlflow.start_run(run_name=f"register-{sha[:8]}"):
@@ -309,10 +339,14 @@ def _resolve(c: Any, name: str, version: str) -> Any:
         ) from e
 
 
-def fetch_model(name: str, version: str, dest: Path, expected_sha256: str | None = None) -> dict[str, Any]:
+def fetch_model(
+    name: str, version: str, dest: Path, expected_sha256: str | None = None, evaluation: bool = False
+) -> dict[str, Any]:
     """Download a registered version's model files into `dest`, verified against its `weights_sha256` tag.
 
-    The version's drift reference (reference.parquet), when it has one, is placed next to model.json.
+    The version's drift reference (reference.parquet), when it has one, is placed next to model.json;
+    so are its labelled test rows (evaluation.parquet) with `evaluation` (promote's comparison: the
+    serving volume does without them).
 
     The files are downloaded and verified in a temp dir inside `dest`, then renamed into place, weights
     first and model.json last (model.json names the weights' sha256, so a reader never pairs new
@@ -324,6 +358,7 @@ def fetch_model(name: str, version: str, dest: Path, expected_sha256: str | None
         dest: target directory.
         expected_sha256: the weights' sha256 the caller was promised (the env's promotion record): the
             registry's tag must equal it, so a record and a re-tagged or replaced version never disagree.
+        evaluation: also place evaluation.parquet (when the version has it).
 
     Returns:
         {name, version, sha256, dest}; also written to `dest/registry.json`.
@@ -372,8 +407,9 @@ def fetch_model(name: str, version: str, dest: Path, expected_sha256: str | None
             )
         for path in (weights, *served):  # the ONNX export: what `serve.backend: onnx` serves
             os.replace(path, dest / path.name)
-        if (src / REFERENCE).is_file():
-            os.replace(src / REFERENCE, dest / REFERENCE)
+        for table in (REFERENCE, EVALUATION) if evaluation else (REFERENCE,):
+            if (src / table).is_file():
+                os.replace(src / table, dest / table)
         os.replace(src / artifact.METADATA, dest / artifact.METADATA)
     result = {"name": name, "version": str(mv.version), "sha256": expected, "dest": str(dest)}
     files.write_json(dest / "registry.json", result)

@@ -1,10 +1,19 @@
 """report: pipeline outputs -> one markdown review document (+ PNG plots) for a merge request.
 
-Sections: gate verdict and table (reports/gate.json), metrics of this branch vs the target branch
-(`dvc metrics diff`), metrics vs the production champion (its promotion record and the gate's paired
-comparison), params diff (`dvc params diff`), slice table, plots rendered as PNG files next to the
-report (CI uploads them as artifacts; the markdown references them by relative path), and a short model
-card. `mlops report --post` hands the document to `mlops.forge`, which keeps ONE comment per merge request.
+Sections: gate verdict and table (reports/gate.json), whether CI reproduced the committed dvc.lock
+(reports/lock-check.json, `mlops lock-check`), metrics of this branch vs the target branch
+(`dvc metrics diff`), the champion comparison, params diff (`dvc params diff`), slice table, plots
+rendered as PNG files next to the report (CI uploads them as artifacts; the markdown references them by
+relative path), and a short model card. `mlops report --post` hands the document to `mlops.forge`, which
+keeps ONE comment per merge request.
+
+The champion comparison runs here, at review time, against production's record of that moment
+(`mlops.compare.review`: the champion is fetched from the registry and verified, both models score the
+same test rows, paired bootstrap). With a record, the registry and the test rows are required (an error
+names what is missing, never a silent skip); with none, the report says so. Its verdict is shown in the
+title and the section, and does not change the exit code: the report documents, the gate blocks the
+merge on the absolute rules, and `mlops promote` enforces the comparison (exit 6) against the target
+env's record at promotion time, when the record that matters is known.
 """
 
 from __future__ import annotations
@@ -14,13 +23,19 @@ import logging
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops import artifact, files
+from mlops import compare as compare_lib
 from mlops import gate as gate_lib
+from mlops import lockcheck
 from mlops.errors import DataError, ModelNotReady
 from mlops.forge import MARKER
+
+if TYPE_CHECKING:
+    from mlops.config import ChampionParams
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +45,17 @@ PLOTS = {
     "pr": ("Precision-recall", "recall", "precision"),
     "calibration": ("Calibration", "mean_predicted", "fraction_positive"),
 }
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """What the champion comparison needs: params.yaml `champion`, `evaluate.calibration_bins`, and the
+    raw table and test split whose rows both models score."""
+
+    params: ChampionParams
+    bins: int
+    data: Path
+    test: Path
 
 
 def target_branch(env: dict[str, str] | os._Environ = os.environ) -> str:
@@ -98,23 +124,6 @@ def diff_table(diff: dict[str, Any], head: str) -> list[str]:
                 f"{f'{change:+.4f}' if isinstance(change, float) else _f(change)} |"
             )
     return rows if len(rows) > 2 else ["_no differences_"]
-
-
-def champion_section(gate: dict[str, Any] | None, record: Any, test: dict[str, Any]) -> list[str]:
-    """Metrics vs the champion: the record's metrics and the gate's paired comparison."""
-    if record is None:
-        return ["No champion in production yet: there is nothing to compare with; only absolute rules apply."]
-    lines = [f"Champion: `{record.name}` version {record.version} (sha256 `{record.sha256[:12]}`).", ""]
-    champ_metrics = (record.metrics or {}).get("test", record.metrics or {})
-    lines += ["| metric | champion | candidate | change |", "|---|---|---|---|"]
-    for name, value in test.items():
-        old = champ_metrics.get(name) if isinstance(champ_metrics, dict) else None
-        change = value - old if isinstance(value, float) and isinstance(old, int | float) else None
-        lines.append(f"| {name} | {_f(old)} | {_f(value)} | {'–' if change is None else f'{change:+.4f}'} |")
-    paired = [r for r in (gate or {}).get("rules", []) if r["kind"] == "champion"]
-    if paired:
-        lines += ["", "Paired bootstrap on the same test rows (see the gate table for the verdicts)."]
-    return lines
 
 
 def slice_table(slices: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
@@ -213,6 +222,8 @@ def build(
     target: str,
     repo: Path,
     card: dict[str, str],
+    *,
+    comparison: Comparison,
 ) -> str:
     """Write the review report (and its PNG plots under `<out dir>/plots/`); return the markdown.
 
@@ -225,6 +236,11 @@ def build(
         card: the `model_card` params section (intended use and limits).
         target: git revision of the merge target for `dvc metrics|params diff`.
         repo: the DVC repository root (where dvc runs).
+        comparison: the champion comparison's params and test rows.
+
+    Raises:
+        ModelNotReady, DataError, ChecksumMismatch: a record exists and the comparison cannot run
+            (registry, candidate model or test rows missing; registry weights not the record's).
     """
     diffs = {kind: start_dvc_diff(kind, target, repo) for kind in ("metrics", "params")}
     try:
@@ -239,6 +255,7 @@ def build(
             target,
             card,
             diffs,
+            comparison,
         )
     finally:  # an error on the way leaves no dvc process behind
         for proc in diffs.values():
@@ -258,9 +275,8 @@ def _compose(
     target: str,
     card: dict[str, str],
     diffs: dict[str, subprocess.Popen[str] | str],
+    comparison: Comparison,
 ) -> str:
-    from mlops import champion
-
     try:
         metrics = json.loads(metrics_path.read_text())
     except (OSError, ValueError) as e:
@@ -271,21 +287,39 @@ def _compose(
         log.warning("report: %s", e)
         meta = None
     gate = json.loads(gate_path.read_text()) if gate_path.is_file() else None
-    record = champion.read_champion(champion_record)
+    champ = compare_lib.review(
+        comparison.params, comparison.bins, model_dir, comparison.data, comparison.test, champion_record
+    )
     verdict = "not run" if gate is None else ("✅ passed" if gate["passed"] else "❌ failed")
     name = meta["name"] if meta else (gate or {}).get("candidate", {}).get("name", "model")
-    lines = [MARKER, f"## Model review: `{name}` · gate {verdict}", ""]
+    title = f"## Model review: `{name}` · gate {verdict}"
+    if champ is None:
+        title += " · champion: none in production"
+    elif champ["passed"]:
+        title += " · champion ✅ no significant regression"
+    else:
+        title += f" · champion ❌ significant regression ({', '.join(champ['failed'])}): promotion would be refused"
+    check_path = gate_path.parent / "lock-check.json"  # CI's train job: `mlops lock-check`
+    check = json.loads(check_path.read_text()) if check_path.is_file() else None
+    if check is not None:
+        title += f" · dvc.lock {check['verdict']}"
+    lines = [MARKER, title, ""]
 
     lines += ["### Gate", ""]
     lines += [gate_lib.markdown(gate).split("\n", 2)[2] if gate else f"_no gate report at {gate_path}_", ""]
+
+    if check is not None:
+        lines += lockcheck.markdown(check).splitlines() + [""]
+    else:
+        lines += ["### Reproducibility", "", f"_not checked: no {check_path} (CI's train job writes it)_", ""]
 
     lines += [f"### Metrics vs target branch `{target}`", ""]
     plots = render_plots(plots_dir, out.parent / "plots")  # while the diffs run
     diff, why = collect_dvc_diff("metrics", target, diffs["metrics"])
     lines += diff_table(diff, "metric") if diff is not None else [f"_not available: {why}_"]
 
-    lines += ["", "### Metrics vs champion", ""]
-    lines += champion_section(gate, record, metrics["test"])
+    lines += ["", "### Champion comparison (production, at review time)", ""]
+    lines += compare_lib.markdown(champ, champion_record)
 
     lines += ["", f"### Params diff vs `{target}`", ""]
     diff, why = collect_dvc_diff("params", target, diffs["params"])
@@ -301,5 +335,10 @@ def _compose(
     lines += model_card(meta, train_params, card) if meta else [f"_{model_dir}/model.json not available_"]
     text = "\n".join(lines) + "\n"
     files.write_bytes(out, text.encode())
-    log.info("report: %s (%d plots, champion %s)", out, len(plots), "yes" if record else "none")
+    log.info(
+        "report: %s (%d plots, champion %s)",
+        out,
+        len(plots),
+        "none" if champ is None else ("passed" if champ["passed"] else "regression"),
+    )
     return text

@@ -1,8 +1,11 @@
 """train: encoded splits -> PyTorch MLP -> models/ (safetensors weights, ONNX export, model.json), in MLflow.
 
 `fit()` is the pure core (tensors in, network and per-epoch history out; deterministic on CPU for a
-given seed). `run()` does the I/O: reads data/processed, writes the model atomically, then logs params,
-per-epoch metrics and the model files to MLflow (and TensorBoard when `train.tensorboard` is true).
+given seed). Its randomness is three streams of `train.seed`: the initial weights (torch's global
+generator), the batch order and the dropout masks (one dedicated generator each, advanced identically on
+every DDP rank, so W ranks see exactly the batches and masks of one process: mlops.distributed).
+`run()` does the I/O: reads data/processed, writes the model atomically, then logs params, per-epoch
+metrics and the model files to MLflow (and TensorBoard when `train.tensorboard` is true).
 """
 
 from __future__ import annotations
@@ -10,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import os
 import sys
 from dataclasses import dataclass
@@ -67,10 +69,31 @@ def set_determinism(seed: int, threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def kept_epoch(history: list[dict[str, float]], min_delta: float) -> dict[str, float]:
+    """The history row whose weights `fit` keeps: the last epoch that beat the best validation loss so far
+    by more than `min_delta` (early stopping's rule; a smaller gain later does not count as progress).
+
+    Args:
+        history: `fit`'s per-epoch rows, in order.
+        min_delta: `train.early_stopping.min_delta`.
+
+    Returns:
+        That row (the first epoch when none improved on it).
+    """
+    kept = history[0]
+    for row in history[1:]:
+        if row["valid_loss"] < kept["valid_loss"] - min_delta:
+            kept = row
+    return kept
+
+
 def fit(
     train: Split, valid: Split, params: TrainParams, ctx: distributed.Context | None = None
 ) -> tuple[model_lib.MLP, list[dict[str, float]]]:
     """Train the MLP with Adam and early stopping on the validation loss.
+
+    Dropout masks come from `distributed.batch_masks` (one generator, whole global batch), not from the
+    Dropout modules, so a DDP run of W processes trains the same weights as one process, dropout included.
 
     Args:
         train: training split.
@@ -79,7 +102,7 @@ def fit(
         ctx: the device and DDP process group (mlops.distributed); default one CPU process.
 
     Returns:
-        The network with the weights of its best epoch, and one history row per epoch run.
+        The network with the weights of its best epoch (`kept_epoch`), and one history row per epoch run.
     """
     ctx = ctx or distributed.Context(1, 0, 0, None, torch.device("cpu"))
     set_determinism(params.seed, params.threads)
@@ -91,12 +114,13 @@ def fit(
     model: nn.Module = net
     if ctx.world_size > 1:
         model = nn.parallel.DistributedDataParallel(net)
-    opt = torch.optim.Adam(net.parameters(), lr=params.lr, weight_decay=params.weight_decay)
+    opt = torch.optim.Adam(net.parameters(), lr=params.lr, weight_decay=params.weight_decay, fused=True)
     loss_fn = nn.BCEWithLogitsLoss()
     sum_loss = nn.BCEWithLogitsLoss(reduction="sum")
     order = torch.Generator().manual_seed(params.seed)  # the same global batches on every rank
+    noise = distributed.dropout_generator(params.seed)  # the same global batch masks on every rank
     n, bs = len(train.y), params.batch_size
-    best_loss, best_state, stale = math.inf, None, 0
+    best_state = None
     history: list[dict[str, float]] = []
     for epoch in range(1, params.epochs + 1):
         net.train()
@@ -105,16 +129,17 @@ def fit(
         for start in range(0, n, bs):
             idx = perm[start : start + bs]
             opt.zero_grad(set_to_none=True)
+            masks = distributed.batch_masks(net, len(idx), noise, ctx)
             if ctx.world_size > 1:
                 # sum over this rank's rows / global batch rows, x W: DDP's mean over ranks then
                 # equals the single-process mean gradient of the global batch (mlops.distributed)
                 mine = distributed.shard(idx, ctx)
-                part = sum_loss(model(train.x[mine]), train.y[mine])
+                part = sum_loss(model(train.x[mine], masks), train.y[mine])
                 loss = part * (ctx.world_size / len(idx))
                 loss.backward()
                 total += part.detach()
             else:
-                loss = loss_fn(model(train.x[idx]), train.y[idx])
+                loss = loss_fn(model(train.x[idx], masks), train.y[idx])
                 loss.backward()
                 total += loss.detach() * len(idx)
             opt.step()
@@ -123,13 +148,11 @@ def fit(
         with torch.inference_mode():
             valid_loss = float(loss_fn(net(valid.x), valid.y))
         history.append({"epoch": epoch, "train_loss": float(total) / n, "valid_loss": valid_loss})
-        if valid_loss < best_loss - params.early_stopping.min_delta:
-            best_loss, stale = valid_loss, 0
+        kept = kept_epoch(history, params.early_stopping.min_delta)
+        if kept is history[-1]:
             best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= params.early_stopping.patience:
-                break
+        elif epoch - kept["epoch"] >= params.early_stopping.patience:
+            break
     assert best_state is not None
     net.load_state_dict(best_state)
     net.to("cpu").eval()
@@ -243,7 +266,7 @@ def run(
         distributed.shutdown(ctx)
     if not ctx.is_main:  # rank 0 writes the model and logs the run
         return {}
-    best = min(history, key=lambda r: r["valid_loss"])
+    best = kept_epoch(history, params.early_stopping.min_delta)  # the epoch whose weights are saved
     meta = model_lib.save(
         model_dir,
         net,

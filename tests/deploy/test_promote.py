@@ -1,20 +1,23 @@
 """mlops promote / rollback against a real MLflow server and real git repositories (a temporary clone of
-this repository with a bare `origin`). Only the forge's merge-request API is a test double (labelled, in
-mr_double.py): no GitHub or GitLab server can run here.
+this repository with a bare `origin`), including the champion comparison at promotion time (a significant
+regression against the env's current model: exit 6, nothing written). Only the forge's merge-request API
+is a test double (labelled, in mr_double.py): no GitHub or GitLab server can run here.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
 import yaml
-from registry.conftest import (
+from registry.conftest import (  # noqa: F401 - degraded: a session fixture used here
     BIN,
     copy_workspace,
+    degraded,
     evaluate_args,
     gate_args,
     perturb_weights,
@@ -101,6 +104,18 @@ def versions(gated: Workspace, mlflow_server: str, tmp_path_factory: pytest.Temp
         vt = register(gated, tampered)
         tamper_artifact(tmp_path_factory.getbasetemp(), tampered, vt)
         yield {"name": name, "v1": v1, "v2": v2, "failed": (failed, vf), "tampered": (tampered, vt)}
+
+
+@pytest.fixture(scope="module")
+def worse(versions, degraded: Workspace, mlflow_server: str, tmp_path_factory) -> str:  # noqa: F811
+    """A third version of the versions' model: clearly worse (1 epoch, 2 hidden units), yet passing a
+    gate with loose absolute bounds, so only the champion comparison can stop it. Returns its version."""
+    ws = copy_workspace(degraded, tmp_path_factory.mktemp("promote-worse") / "ws")
+    set_gate(ws, **{"metrics.min": {"roc_auc": 0.5}, "metrics.max": {}, "slices.min": {}})
+    pass_gate(ws)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+        return register(ws, versions["name"])
 
 
 @pytest.fixture
@@ -265,3 +280,105 @@ def test_protected_env_without_forge_is_refused_before_pushing(versions, clone: 
     assert mlops(clone, *args) == 2
     assert "merge request" in capsys.readouterr().err
     assert git(origin, "branch", "--list", "promote/*") == ""
+
+
+def land_record(clone: Path, env: str, name: str, version: str) -> None:
+    """Commit a record naming a registered version, as a merged promotion would leave it (the version's
+    registry facts, so the comparison fetches and verifies it)."""
+    mv = registry.client().get_model_version(name, version)
+    path = clone / f"deploy/envs/{env}/model.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "version": version,
+                "uri": f"models:/{name}/{version}",
+                "sha256": mv.tags["weights_sha256"],
+                "metrics": {},
+                "git_sha": mv.tags["git_sha"],
+                "promoted_at": "2026-01-01T00:00:00Z",
+                "promoted_by": "tests",
+                "previous": None,
+            },
+            sort_keys=False,
+        )
+    )
+    git(clone, "add", "--", str(path))
+    git(clone, "commit", "-q", "-m", f"land {env} {name} {version}", "--", str(path))
+
+
+def test_promote_refuses_a_significant_regression_at_promotion_time(versions, worse, clone, capsys):
+    """Staging runs v1; the clearly worse version passed its (loose) gate, but promotion compares it with
+    v1 on the same labelled rows now: exit 6 with the metric, the point difference, the interval and the
+    bound; no record written, no commit, the alias stays."""
+    name, v1 = versions["name"], versions["v1"]
+    assert mlops(clone, "promote", "--env", "staging", "--version", v1, "--name", name) == 0
+    assert_refused(
+        clone,
+        capsys,
+        "promote", "--env", "staging", "--version", worse, "--name", name,
+        reason=f"model {name!r} version {worse} regresses against staging's {name} version {v1}",
+    )  # fmt: skip
+    assert aliases(name)["staging"] == v1
+    capsys.readouterr()
+    assert mlops(clone, "promote", "--env", "staging", "--version", worse, "--name", name) == 6
+    [err] = [line for line in capsys.readouterr().err.splitlines() if line.startswith("mlops promote: error")]
+    found = re.search(
+        r"roc_auc (\d\.\d{4}) vs (\d\.\d{4}): Δ ([+-]\d\.\d{4}), 95% CI \[([+-]\d\.\d{4}), "
+        r"([+-]\d\.\d{4})\] \(significant\), regression (\d\.\d{4}) > bound 0\.01 "
+        r"\(champion\.max_regression\.roc_auc\)",
+        err,
+    )
+    assert found, err
+    cand, champ, diff, lo, hi, regression = (float(g) for g in found.groups())
+    assert cand < champ and diff < -0.01 and lo <= diff <= hi < 0 and regression == pytest.approx(-diff)
+
+
+def test_promote_refuses_a_regression_over_a_protected_env_before_any_merge_request(
+    versions, worse, clone, monkeypatch, capsys
+):
+    """Production (protected) runs v1: the worse version is refused before a branch is pushed or a merge
+    request opened."""
+    name, v1 = versions["name"], versions["v1"]
+    land_record(clone, "production", name, v1)
+    origin = clone.parent / "origin.git"
+    with running("t0ken", origin) as double:
+        monkeypatch.setenv("MLOPS_FORGE", "github")
+        monkeypatch.setenv("GITHUB_REPOSITORY", "acme/churn")
+        monkeypatch.setenv("GITHUB_TOKEN", "t0ken")
+        monkeypatch.setenv("GITHUB_API_URL", double.url + "/github")
+        head, before = git(clone, "rev-parse", "HEAD"), (clone / PROD).read_bytes()
+        capsys.readouterr()
+        assert mlops(clone, "promote", "--env", "production", "--version", worse, "--name", name) == 6
+        err = capsys.readouterr().err
+        assert f"regresses against production's {name} version {v1}" in err and "roc_auc" in err
+        assert double.merge_requests == [] and double.requests == []
+    assert git(clone, "rev-parse", "HEAD") == head and (clone / PROD).read_bytes() == before
+    assert git(origin, "branch", "--list", "promote/*") == "" and git(clone, "status", "--porcelain") == ""
+
+
+def test_promote_accepts_an_equal_or_better_version(versions, worse, clone, capsys):
+    """Within noise of the env's model (v2 over v1) or clearly better (v1 over the worse version): promoted,
+    and the commit message carries the comparison."""
+    name, v1, v2 = versions["name"], versions["v1"], versions["v2"]
+    assert mlops(clone, "promote", "--env", "staging", "--version", v1, "--name", name) == 0
+    capsys.readouterr()
+    assert mlops(clone, "promote", "--env", "staging", "--version", v2, "--name", name, "--json") == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["action"] == "committed" and out["comparison"]["passed"] is True
+    assert out["comparison"]["champion"]["version"] == v1
+    message = git(clone, "log", "-1", "--format=%B")
+    assert "champion comparison: no significant regression on" in message and "roc_auc Δ " in message
+    land_record(clone, "staging", name, worse)  # say the worse version had landed there by other means
+    assert mlops(clone, "promote", "--env", "staging", "--version", v1, "--name", name) == 0
+    assert yaml.safe_load((clone / RECORD).read_text())["version"] == v1
+
+
+def test_promote_refuses_a_version_without_evaluation_rows(versions, gated, clone, capsys):
+    """A version registered without its labelled test rows cannot be compared with the env's model: exit 6
+    naming evaluation.parquet (and nothing written); with no record there, there is nothing to compare."""
+    name, other = versions["name"], f"{versions['name']}-norows"
+    vn = register(gated, other, "--test", str(clone / "no-such-test.parquet"))  # warned, registered
+    assert mlops(clone, "promote", "--env", "staging", "--version", versions["v1"], "--name", name) == 0
+    args = ("promote", "--env", "staging", "--version", vn, "--name", other)
+    assert_refused(clone, capsys, *args, reason=f"version {vn} has no evaluation.parquet")

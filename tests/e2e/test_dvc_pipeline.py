@@ -166,6 +166,68 @@ def test_fresh_clone_reproduces_from_the_remote_without_running(reproduced, env,
     assert status == {"fingerprint": ["always changed"]}, status
 
 
+def test_promotion_and_rollback_leave_dvc_status_clean(reproduced, env, tmp_path):
+    """The pipeline depends only on data, code and params: after `mlops promote` commits a staging record,
+    a production record lands by its merge request (a TEST DOUBLE of the forge's API), a second staging
+    promotion (compared with the first) and `mlops rollback`, `dvc status` still finds every stage up to
+    date."""
+    import shutil
+
+    from deploy.mr_double import running
+    from registry.conftest import perturb_weights, register_args, set_gate
+
+    from conftest import Workspace
+
+    repo, _, _ = reproduced
+    origin = tmp_path / "origin.git"
+    sh("git", "init", "-q", "--bare", "-b", "main", str(origin), cwd=tmp_path, env=env)
+    sh("git", "remote", "add", "origin", str(origin), cwd=repo, env=env)
+    sh("git", "push", "-q", "origin", "HEAD:main", cwd=repo, env=env)
+
+    def clean() -> None:
+        status = json.loads(sh("dvc", "status", "--json", cwd=repo, env=env).stdout)
+        assert status == {"fingerprint": ["always changed"]}, status
+
+    def mlops(*args: str, cwd: Path = repo, **extra: str) -> dict:
+        return json.loads(sh("mlops", *args, "--json", cwd=cwd, env={**env, **extra}).stdout)
+
+    # two versions: the reproduced model, and a retrained-like one (its weights perturbed, evaluated and
+    # gated outside the repository)
+    name = "churn-status"
+    clean()
+    v1 = mlops("register", "--name", name)["version"]
+    ws = Workspace(tmp_path / "ws")
+    for rel in ("params.yaml", "data/raw/data.parquet", "data/processed", "models", "reports/metrics.json"):
+        src, dest = repo / rel, ws.root / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if src.is_dir() else shutil.copy2)(src, dest)
+    perturb_weights(ws, 0.01, seed=3)
+    assert ws.mlops(*ws.stage_args("evaluate")) == 0
+    set_gate(ws, **{"latency.p95_ms_single": 10000.0, "latency.p95_ms_batch": 10000.0})
+    assert ws.mlops(*ws.stage_args("gate")) == 0
+    v2 = mlops("--params", str(ws.params), *register_args(ws, name)[:-1], cwd=tmp_path)["version"]
+    assert v1 != v2
+    clean()
+
+    promote = ["promote", "--repo", str(repo), "--name", name, "--env"]
+    assert mlops(*promote, "staging", "--version", v1)["action"] == "committed"
+    clean()
+    forge = {"MLOPS_FORGE": "github", "GITHUB_REPOSITORY": "acme/churn", "GITHUB_TOKEN": "t0ken"}
+    with running("t0ken", origin) as double:
+        made = mlops(*promote, "production", "--version", v1, **forge, GITHUB_API_URL=double.url + "/github")
+    assert made["action"] == "merge-request"
+    sh("git", "pull", "-q", "--ff-only", "origin", made["branch"], cwd=repo, env=env)  # the merge lands
+    assert (repo / "deploy/envs/production/model.yaml").is_file()
+    clean()
+    second = mlops(*promote, "staging", "--version", v2)
+    assert second["action"] == "committed" and second["comparison"]["passed"] is True
+    clean()
+    assert mlops("rollback", "--repo", str(repo), "--env", "staging")["version"] == v1
+    clean()
+    log = sh("git", "log", "--format=%s", "-4", cwd=repo, env=env).stdout.splitlines()
+    assert log[0].startswith("rollback(staging)") and log[1].startswith("promote(staging)"), log
+
+
 def test_a_local_file_source_is_seen_by_dvc(env, tmp_path):
     """ingest depends on the source's fingerprint: changing the file reruns ingest, and only then.
     The file holds the table the copy's own params.yaml ingests (whatever it is), written as CSV."""

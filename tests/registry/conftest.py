@@ -49,9 +49,9 @@ def set_gate(ws: Workspace, **changes: object) -> None:
     ws.params.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
-def gate_args(ws: Workspace, champion: Path | None = None) -> list[str]:
+def gate_args(ws: Workspace) -> list[str]:
     """`mlops gate` arguments for a workspace (dvc.yaml's command, paths under its root)."""
-    return ws.stage_args("gate", **({"champion": champion} if champion else {}))
+    return ws.stage_args("gate")
 
 
 def evaluate_args(ws: Workspace) -> list[str]:
@@ -74,6 +74,8 @@ def register_args(ws: Workspace, name: str, *extra: str) -> list[str]:
         str(ws.raw),
         "--train",
         str(ws.processed / "train.parquet"),
+        "--test",
+        str(ws.processed / "test.parquet"),
         "--name",
         name,
         "--json",
@@ -142,7 +144,7 @@ def unique_name() -> str:
 
 @pytest.fixture(scope="session")
 def gated(pipeline: Workspace, tmp_path_factory: pytest.TempPathFactory) -> Workspace:
-    """The demo pipeline plus a passing gate (no champion): ready to register. Read-only."""
+    """The demo pipeline plus a passing gate: ready to register. Read-only."""
     ws = copy_workspace(pipeline, tmp_path_factory.mktemp("gated") / "ws")
     assert ws.mlops(*gate_args(ws)) == 0
     return ws

@@ -216,6 +216,26 @@ def test_fetched_drift_reference_is_a_sample_of_the_training_split(gated, regist
     np.testing.assert_allclose(ref["probability"].to_numpy(), proba, rtol=0, atol=1e-6)
 
 
+def test_version_carries_its_labelled_test_rows(gated, registered, tmp_path):
+    """evaluation.parquet: every test-split row's raw columns and its 0/1 label, the rows `mlops promote`
+    scores both models on; fetched only on request (the serving volume does without it)."""
+    import pandas as pd
+
+    from mlops import registry
+    from mlops.labels import LABEL
+
+    served = tmp_path / "served"
+    registry.fetch_model(registered, "1", served)
+    assert not (served / registry.EVALUATION).exists()
+    dest = tmp_path / "model"
+    registry.fetch_model(registered, "1", dest, evaluation=True)
+    rows = pd.read_parquet(dest / registry.EVALUATION)
+    meta = model_lib.read_metadata(dest)
+    test = pd.read_parquet(gated.processed / "test.parquet")
+    assert list(rows[meta["id"]]) == list(test[meta["id"]]) and list(rows[LABEL]) == list(test[LABEL])
+    assert set(pd.read_parquet(gated.raw).columns) <= set(rows.columns)  # every raw column, not only inputs
+
+
 @pytest.mark.parametrize("version", ["99", "no-such-alias"])
 def test_fetch_missing_version_exits_5(registered, tmp_path, capsys, version):
     from mlops import cli

@@ -1,19 +1,23 @@
 """`mlops report`: the review document (with and without a champion, real `dvc metrics|params diff` in a
-temp git repository) and `--post` against a local HTTP TEST DOUBLE of the GitHub and GitLab REST APIs."""
+temp git repository), the champion comparison at review time against the real MLflow server, and `--post`
+against a local HTTP TEST DOUBLE of the GitHub and GitLab REST APIs."""
 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
 from mlops.forge import MARKER
 
 from . import forge_double
-from .conftest import copy_workspace, write_record
+from .conftest import copy_workspace, gate_args, register_args, set_gate, write_record
 
 # slow: each test runs `mlops report`, whose `dvc metrics diff` / `dvc params diff` start DVC in a temp
 # git repository (2-6 s a test, ~45 s for the module); the ci-test-e2e job runs them
@@ -58,6 +62,10 @@ def report_args(ws, *extra: str) -> list[str]:
         str(ws.plots),
         "--model-dir",
         str(ws.models),
+        "--data",
+        str(ws.raw),
+        "--test",
+        str(ws.processed / "test.parquet"),
         "--champion",
         str(ws.root / "deploy/envs/production/model.yaml"),
         "--out",
@@ -80,7 +88,7 @@ def test_report_without_champion_or_git(gated, tmp_path, monkeypatch):
     assert "gate ✅ passed" in text and gate["rules"]
     for rule in gate["rules"]:  # the gate table, one row per rule of the gate report
         assert f"| `{rule['id']}` |" in text, rule["id"]
-    assert "No champion in production yet" in text
+    assert "No promotion record at" in text and "champion: none in production" in text
     assert "### Metrics vs target branch `main`" in text and "_not available:" in text
     slices = json.loads(ws.metrics.read_text())["slices"]
     assert slices
@@ -95,9 +103,46 @@ def test_report_without_champion_or_git(gated, tmp_path, monkeypatch):
         assert f"(plots/{name}.png)" in text
 
 
+def test_report_shows_whether_ci_reproduced_the_lock(gated, tmp_path, monkeypatch):
+    """CI's lock check (reports/lock-check.json): the verdict in the title, each differing output listed
+    with both hashes; without the file the report says it was not checked."""
+    from mlops import lockcheck
+
+    ws = copy_workspace(gated, tmp_path / "ws")
+    monkeypatch.chdir(ws.root)
+    assert ws.mlops(*report_args(ws, "--target", "main")) == 0
+    assert "_not checked: no " in (ws.root / "reports/review/report.md").read_text()
+    rows = [
+        {
+            "stage": "train",
+            "status": "differs",
+            "action": "ran",
+            "inputs": [],
+            "outputs": [{"path": "models/model.safetensors", "committed": "aa11", "reproduced": "bb22"}],
+        }
+    ]
+    check = {"verdict": "differs", "ref": "HEAD", "stages": rows, "cpu": {"in_scope": True}}
+    (ws.root / "reports/lock-check.json").write_text(json.dumps(check))
+    assert ws.mlops(*report_args(ws, "--target", "main")) == 0
+    text = (ws.root / "reports/review/report.md").read_text()
+    assert "· dvc.lock differs" in text.splitlines()[1]
+    assert lockcheck.summary(check) in text
+    assert "| train | `models/model.safetensors` | `aa11` | `bb22` |" in text
+
+
+def register_champion(ws, name: str, record: Path) -> str:
+    """Register a workspace's model on the real server and name it in a production record (standing in
+    for `mlops promote`); returns its weights' sha256."""
+    assert ws.mlops(*register_args(ws, name)) == 0
+    sha = json.loads((ws.models / "model.json").read_text())["weights"]["sha256"]
+    write_record(record, name, "1", sha)
+    return sha
+
+
 @pytest.mark.slow
-def test_report_with_champion_and_dvc_diffs(gated, tmp_path, monkeypatch):
-    """Two commits: `main` (target) and a branch that changed params and improved metrics."""
+def test_report_with_champion_and_dvc_diffs(gated, tmp_path, monkeypatch, server_uri, unique_name):
+    """Two commits: `main` (target) and a branch that changed params and improved metrics. Production
+    runs the same model: the comparison on the same rows finds no difference at all."""
     ws = copy_workspace(gated, tmp_path / "ws")
     repo = ws.root
     (repo / "dvc.yaml").write_text("metrics:\n  - reports/metrics.json\nparams:\n  - params.yaml\n")
@@ -121,14 +166,7 @@ def test_report_with_champion_and_dvc_diffs(gated, tmp_path, monkeypatch):
     ws.params.write_text(new_params)
     git("commit", "-q", "-am", "better model", cwd=repo)
 
-    sha = json.loads((ws.models / "model.json").read_text())["weights"]["sha256"]
-    write_record(
-        repo / "deploy/envs/production/model.yaml",
-        "churn-mlp",
-        "3",
-        sha,
-        {"test": {**old["test"], "roc_auc": auc - 0.03}},
-    )
+    sha = register_champion(ws, unique_name, repo / "deploy/envs/production/model.yaml")
     monkeypatch.chdir(repo)
     assert ws.mlops(*report_args(ws, "--target", "main")) == 0
     text = (repo / "reports/review/report.md").read_text()
@@ -137,8 +175,59 @@ def test_report_with_champion_and_dvc_diffs(gated, tmp_path, monkeypatch):
     assert metrics_rows and expected in metrics_rows[0], (expected, metrics_rows)
     params_rows = [line for line in text.splitlines() if line.startswith("| `train.epochs`")]
     assert params_rows and f"| {epochs + 10} | {epochs} |" in params_rows[0], params_rows
-    assert "Champion: `churn-mlp` version 3" in text
-    assert f"| roc_auc | {auc - 0.03:.4f} | {auc:.4f} | {auc - (auc - 0.03):+.4f} |" in text
+    assert f"Champion: `{unique_name}` version 1 (sha256 `{sha[:12]}`)" in text
+    assert "champion ✅ no significant regression" in text.splitlines()[1]  # the title
+    rows = len(pd.read_parquet(ws.processed / "test.parquet"))
+    assert f"Both models scored on the same {rows} test rows" in text
+    same = r"\| (\d\.\d{4}) \| \1 \| \+0\.0000 \| \[\+0\.0000, \+0\.0000\] \| regression ≤ 0\.01 "
+    assert re.search(r"\| roc_auc " + same + r".*\| ✅ pass \|", text), text
+    assert "**Champion comparison: ✅ no significant regression**" in text
+
+
+@pytest.mark.slow
+def test_report_shows_a_significant_regression_and_exits_0(
+    gated, degraded, tmp_path, monkeypatch, server_uri, unique_name
+):
+    """A clearly worse candidate than production's model: the report shows the metric, both values,
+    the difference, the interval and the verdict in its title and section; the exit code stays 0 (the
+    verdict is enforced by `mlops promote`, exit 6)."""
+    ws = copy_workspace(degraded, tmp_path / "ws")
+    set_gate(ws, **{"metrics.min": {"roc_auc": 0.5}, "metrics.max": {}, "slices.min": {}})
+    assert ws.mlops(*gate_args(ws), "--no-fail") == 0
+    register_champion(gated, unique_name, ws.root / "deploy/envs/production/model.yaml")
+    monkeypatch.chdir(ws.root)
+    assert ws.mlops(*report_args(ws, "--target", "main")) == 0
+    text = (ws.root / "reports/review/report.md").read_text()
+    title = text.splitlines()[1]
+    assert "champion ❌ significant regression (roc_auc" in title and "promotion would be refused" in title
+    row = next(line for line in text.splitlines() if line.startswith("| roc_auc |"))
+    champ, cand, diff, ci = (cell.strip() for cell in row.split("|")[2:6])
+    assert float(cand) < float(champ) - 0.01
+    assert float(diff) == pytest.approx(float(cand) - float(champ), abs=2e-4)
+    lo, hi = (float(x) for x in ci.strip("[]").split(","))
+    assert lo <= float(diff) <= hi < 0 and "❌ significant regression" in row
+    assert "`mlops promote --env production` will refuse this candidate (exit 6)" in text
+
+
+@pytest.mark.slow
+def test_report_with_a_record_needs_the_registry_and_the_test_rows(gated, tmp_path, monkeypatch, capsys):
+    """With a production record the comparison is never skipped: an unreachable registry and missing
+    test rows are errors naming what is missing (no report claims a comparison it did not run)."""
+    ws = copy_workspace(gated, tmp_path / "ws")
+    sha = json.loads((ws.models / "model.json").read_text())["weights"]["sha256"]
+    write_record(ws.root / "deploy/envs/production/model.yaml", "churn-mlp", "3", sha)
+    monkeypatch.chdir(ws.root)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    capsys.readouterr()
+    assert ws.mlops(*report_args(ws, "--target", "main")) == 5
+    err = capsys.readouterr().err
+    assert "deploy/envs/production/model.yaml" in err and "registry http://127.0.0.1:9 unavailable" in err
+    (ws.processed / "test.parquet").unlink()
+    assert ws.mlops(*report_args(ws, "--target", "main")) == 3
+    err = capsys.readouterr().err
+    assert "test.parquet" in err and "dvc pull" in err
+    assert not (ws.root / "reports/review/report.md").exists()
 
 
 # ---------------------------------------------------------------- posting (TEST DOUBLE of the forges)

@@ -2,8 +2,13 @@
 
 `promote()` checks the version in the MLflow registry before anything is written: it exists, its tag
 `gate` is `passed`, and the weights stored in the registry hash to its `weights_sha256` tag (the files
-are downloaded and verified as the init container would). Any failure refuses the promotion (exit 6) and
-leaves the record, the git history and the alias untouched.
+are downloaded and verified as the init container would). Then, when the env already runs another
+version, the champion comparison (`mlops.compare`, params.yaml `champion`) judges the candidate against
+it at this moment: both are fetched from the registry (the record's sha256 checked), both score the
+candidate version's labelled test rows (`evaluation.parquet`), and a significant regression beyond
+`champion.max_regression` is refused with the metric, the point difference, the interval and the bound.
+Any failure refuses the promotion (exit 6) and leaves the record, the git history and the alias
+untouched. A rollback restores a version that already ran there and is not compared.
 
 Then it writes the record atomically and commits it with a message carrying the version, the metrics and
 the dvc.lock md5. An unprotected environment (deploy/promotion.yaml) is committed on the current branch
@@ -23,12 +28,15 @@ import os
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mlops import registry, tracking
 from mlops.champion import ChampionRecord
 from mlops.deploy import record as rec
 from mlops.errors import ChecksumMismatch, ConfigError, ModelNotReady, PromotionRefused
+
+if TYPE_CHECKING:  # pydantic's params classes: rollback runs without params.yaml
+    from mlops.config import ChampionParams
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +90,13 @@ def now() -> str:
 
 
 # ---------------------------------------------------------------- registry checks
-def verify_version(name: str, version: str) -> dict[str, Any]:
+def verify_version(name: str, version: str, dest: Path | None = None) -> dict[str, Any]:
     """Check a registry version may be promoted; return its facts.
 
     Args:
         name: registered model name.
         version: version number or alias.
+        dest: keep the fetched, verified files here (default: a temp dir, removed).
 
     Returns:
         {name, version, uri, sha256, metrics, git_sha, dvc_lock_md5}.
@@ -117,7 +126,7 @@ def verify_version(name: str, version: str) -> dict[str, Any]:
         )
     with tempfile.TemporaryDirectory(prefix="mlops-promote-") as tmp:
         try:
-            fetched = registry.fetch_model(name, str(mv.version), Path(tmp))
+            fetched = registry.fetch_model(name, str(mv.version), dest or Path(tmp), evaluation=True)
         except ModelNotReady as e:
             raise PromotionRefused(f"{where}: model files unavailable ({e})") from e
         except ChecksumMismatch as e:
@@ -154,13 +163,21 @@ def set_alias(name: str, env: str, version: str) -> None:
 
 
 # ---------------------------------------------------------------- the change
-def commit_message(verb: str, env: str, facts: dict[str, Any], previous: dict[str, Any] | None) -> str:
-    """Subject + body: version, uri, sha256, metrics, dvc.lock md5, the model's commit, the previous."""
+def commit_message(
+    verb: str,
+    env: str,
+    facts: dict[str, Any],
+    previous: dict[str, Any] | None,
+    comparison: dict[str, Any] | None = None,
+) -> str:
+    """Subject + body: version, uri, sha256, metrics, dvc.lock md5, the model's commit, the previous, and
+    the champion comparison with it when one ran."""
     metrics = ", ".join(
         f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}"
         for k, v in (facts.get("metrics") or {}).items()
     )
     before = f"version {previous['version']} (sha256 {previous['sha256'][:12]})" if previous else "none"
+    compared = f"champion comparison: {_summary(comparison)}\n" if comparison else ""
     return (
         f"{verb}({env}): {facts['name']} version {facts['version']}\n\n"
         f"model: {facts['uri']}\n"
@@ -169,7 +186,19 @@ def commit_message(verb: str, env: str, facts: dict[str, Any], previous: dict[st
         f"dvc.lock md5: {facts.get('dvc_lock_md5', 'unknown')}\n"
         f"model git sha: {facts['git_sha']}\n"
         f"previous: {before}\n"
+        f"{compared}"
     )
+
+
+def _summary(comparison: dict[str, Any]) -> str:
+    """One line: each compared metric's difference and interval against the previous version."""
+    parts = [
+        f"{r['metric']} Δ {r['diff']:+.4f}"
+        + (f" ({comparison['confidence']:.0%} CI [{r['ci'][0]:+.4f}, {r['ci'][1]:+.4f}])" if r["ci"] else "")
+        for r in comparison["metrics"]
+        if "verdict" in r and r["diff"] is not None
+    ]
+    return f"no significant regression on {comparison['rows']} rows: " + ", ".join(parts)
 
 
 def apply(
@@ -240,6 +269,9 @@ def promote(
     default_name: str,
     by: str | None = None,
     push: bool = False,
+    *,
+    champion: ChampionParams,
+    bins: int,
 ) -> dict[str, Any]:
     """Promote a registry version to `env` (see the module docstring).
 
@@ -251,12 +283,17 @@ def promote(
         default_name: params.yaml `train.model_name`.
         by: who promotes (default from the CI's variables or git).
         push: push the commit of an unprotected env to the tracked branch.
+        champion: params.yaml `champion` (the comparison with the env's current version).
+        bins: params.yaml `evaluate.calibration_bins` (ece).
 
     Returns:
-        {action: committed|merge-request|unchanged, env, name, version, record, ...}.
+        {action: committed|merge-request|unchanged, env, name, version, record, ...}; `comparison`
+        holds the champion comparison when one ran.
 
     Raises:
-        PromotionRefused, ChecksumMismatch: refused (exit 6); nothing written.
+        PromotionRefused, ChecksumMismatch: refused (exit 6), a significant regression included;
+            nothing written.
+        ModelNotReady: the registry does not answer, or lacks the current record's version (exit 5).
         ConfigError: unknown env, bad settings, git failure (exit 2).
     """
     repo = repo_root(repo)
@@ -265,18 +302,30 @@ def promote(
     path = rec.record_path(repo, env)
     current: ChampionRecord | None = rec.read(path)
     name = name or (current.name if current else default_name)
-    facts = verify_version(name, str(version))
-    if (
-        current
-        and current.name == name
-        and current.version == facts["version"]
-        and current.sha256 == facts["sha256"]
-    ):
-        log.info("promote: %s already runs %s version %s; nothing to change", env, name, facts["version"])
-        # the committed record names it (after a merged merge request, say): the alias mirrors git
-        if not git(repo, "status", "--porcelain", "--", rec.record_path(Path("."), env).as_posix()).strip():
-            set_alias(name, env, facts["version"])
-        return {"action": "unchanged", "env": env, "name": name, "version": facts["version"]}
+    with tempfile.TemporaryDirectory(prefix="mlops-promote-") as tmp:
+        candidate_dir = Path(tmp) / "candidate"
+        facts = verify_version(name, str(version), candidate_dir)
+        if (
+            current
+            and current.name == name
+            and current.version == facts["version"]
+            and current.sha256 == facts["sha256"]
+        ):
+            log.info("promote: %s already runs %s version %s; nothing to change", env, name, facts["version"])
+            # the committed record names it (after a merged merge request, say): the alias mirrors git
+            relpath = rec.record_path(Path("."), env).as_posix()
+            if not git(repo, "status", "--porcelain", "--", relpath).strip():
+                set_alias(name, env, facts["version"])
+            return {"action": "unchanged", "env": env, "name": name, "version": facts["version"]}
+        comparison = None
+        if current is not None:  # judged now, against what the env runs now; refused before any write
+            from mlops import compare
+
+            comparison = compare.at_promotion(champion, bins, candidate_dir, facts, current, path, env)
+            if not comparison["passed"]:
+                raise PromotionRefused(
+                    compare.refusal(comparison, f"model {name!r} version {facts['version']}")
+                )
     previous = rec.pointer(current)
     new = {
         **{k: facts[k] for k in ("name", "version", "uri", "sha256", "metrics", "git_sha")},
@@ -284,7 +333,12 @@ def promote(
         "promoted_by": promoted_by(by, repo),
         "previous": previous,
     }
-    result = apply(repo, env, new, commit_message("promote", env, facts, previous), push, "promote")
+    message = commit_message("promote", env, facts, previous, comparison)
+    result = apply(repo, env, new, message, push, "promote")
     if result["action"] == "committed":
         set_alias(name, env, facts["version"])
+    if comparison is not None:
+        result["comparison"] = {
+            k: comparison[k] for k in ("passed", "rows", "confidence", "resamples", "champion")
+        } | {"metrics": [r for r in comparison["metrics"] if "verdict" in r]}
     return result
