@@ -50,7 +50,8 @@ install: $(STAMP) ## create the virtualenv (.venv, or the VENV variable) and ins
 
 install-dev: $(STAMP_DEV) $(NODE_TOOLS) ## install the package with the test and lint tools
 
-run: install ## run the whole pipeline on the embedded defaults (dvc repro)
+run: install ## run the whole pipeline on the embedded defaults (check every params section, then dvc repro)
+	mlops check-params
 	dvc repro
 	@echo "metrics: reports/metrics.json   model: models/   MLflow store: mlflow.db"
 
@@ -225,6 +226,7 @@ ci-train: install ## CI job train: restore the run-cache, reproduce the pipeline
 # it still reports, without failing a second time. Retraining runs on new data: no lock check.
 pipeline-ci:
 	$(use_ci_remote)
+	mlops check-params
 	@dvc pull --run-cache --allow-missing || echo "ci: nothing restored from the DVC remote: stages will run"
 	@mkdir -p reports; rc=0; bash -o pipefail -c 'dvc repro 2>&1 | tee reports/repro.log' || rc=$$?; \
 	if [ -n "$(LOCK_CHECK)" ]; then \

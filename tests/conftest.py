@@ -27,7 +27,7 @@ import pytest  # noqa: E402
 import yaml  # noqa: E402
 
 from mlops import cli  # noqa: E402
-from mlops.config import load_params
+from mlops.config import load_params  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # Template tests run on their own fixture params (the demo pipeline), never on the shipped params.yaml,

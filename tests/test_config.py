@@ -93,7 +93,7 @@ def test_cli_params_typo_exits_2_with_one_line(tmp_path, capsys):
 
 def test_cli_usage_error_exits_2(capsys):
     assert cli.main(["no-such-command"]) == 2
-    assert "invalid choice" in capsys.readouterr().err
+    assert "unknown command 'no-such-command'" in capsys.readouterr().err
 
 
 def test_params_are_read_as_yaml_1_2_like_dvc(tmp_path):
@@ -132,7 +132,7 @@ def test_categories_are_distinct_and_leave_the_null_slot_free():
         parse_params(edited(nullable_with_missing))
 
 
-# ---------------------------------------------------------------- serve (msgspec, mlops.serve_params)
+# ---------------------------------------------------------------- serve (msgspec, mlops.params.serve)
 @pytest.mark.parametrize(
     ("change", "message"),
     [
@@ -151,9 +151,9 @@ def test_categories_are_distinct_and_leave_the_null_slot_free():
     ],
 )
 def test_serve_section_errors_name_the_key_in_both_loaders(tmp_path, change, message):
-    """`mlops serve` validates only `serve` (mlops.serve_params, no pydantic); the stages validate the whole
+    """`mlops serve` validates only `serve` (mlops.params.serve, no pydantic); the stages validate the whole
     file through mlops.config, which embeds the same classes: the same rule, the same message."""
-    from mlops import serve_params
+    from mlops.params import serve as serve_params
 
     data = edited(lambda d: change(d["serve"]))
     with pytest.raises(ConfigError, match=message):
@@ -165,7 +165,7 @@ def test_serve_section_errors_name_the_key_in_both_loaders(tmp_path, change, mes
 
 
 def test_serve_loads_only_its_section_and_equals_the_full_load(tmp_path):
-    from mlops import serve_params
+    from mlops.params import serve as serve_params
 
     shipped = serve_params.load(FIXTURE_PARAMS)
     assert shipped == load_params(FIXTURE_PARAMS).serve
@@ -181,7 +181,7 @@ def test_serve_loads_only_its_section_and_equals_the_full_load(tmp_path):
 
 def test_serve_overrides_are_validated(tmp_path, capsys):
     """--prediction-log-dir/--prediction-log-rate replace keys of `serve.prediction_log`, validated again."""
-    from mlops import serve_params
+    from mlops.params import serve as serve_params
 
     shipped = serve_params.load(FIXTURE_PARAMS)
     changed = serve_params.replace(shipped, prediction_log={"dir": "s3://bucket/logs", "rate": 0.25})

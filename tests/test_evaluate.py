@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from mlops import evaluate, labels
+from mlops import labels
+
+from mlops.stages import evaluate
 
 
 def strict_load(path):
@@ -107,7 +109,7 @@ def test_evaluate_scores_the_served_onnx_export_without_torch(pipeline, params, 
     """`serve.backend: onnx` (the default): evaluate scores models/model.onnx on ONNX Runtime in a process
     that never imports torch, and its metrics equal the torch network's within float32 rounding."""
     probe = (
-        "import json, sys\nfrom pathlib import Path\nfrom mlops import evaluate\n"
+        "import json, sys\nfrom pathlib import Path\nfrom mlops.stages import evaluate\n"
         "from mlops.config import load_params\n"
         f"p = load_params(Path({str(pipeline.params)!r}))\n"
         f"r = evaluate.run(p.evaluate, Path({str(pipeline.models)!r}), Path({str(pipeline.raw)!r}), "

@@ -11,10 +11,11 @@ import torch
 import yaml
 
 from mlops import expectations
-from mlops.config import Band, Directional, Invariance, Minimum, parse_params
+from mlops.config import parse_params
 from mlops.errors import ConfigError
 from mlops.features import Preprocessor
 from mlops.model import MLP, LoadedModel
+from mlops.params.expectations import Band, Directional, Invariance, Minimum
 
 from conftest import FIXTURE_PARAMS
 
@@ -102,7 +103,7 @@ def test_an_expectation_no_row_qualifies_for_fails(model):
 
 
 def test_evaluate_returns_every_declared_expectation_in_order(model):
-    from mlops.config import ExpectationsParams
+    from mlops.params.expectations import ExpectationsParams
 
     declared = ExpectationsParams(
         directional=[Directional(feature="x", change=1, direction="up", min_share=1.0)],

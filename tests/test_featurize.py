@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops import featurize
+from mlops.stages import featurize
 from mlops import splits as split_lib
 from mlops.errors import DataError
 from mlops.features import MISSING, Preprocessor
@@ -169,7 +169,7 @@ def test_nullable_categorical_gets_a_missing_slot():
 
 def test_nullable_categorical_runs_through_featurize(pipeline, params, tmp_path):
     """validate accepts nulls in a nullable categorical column, and featurize encodes them."""
-    from mlops import validate
+    from mlops.stages import validate
 
     raw = pd.read_parquet(pipeline.raw)
     raw.loc[raw.index[::5], "contract"] = None

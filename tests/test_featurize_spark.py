@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
-from mlops import featurize
+from mlops.stages import featurize
 from mlops.errors import DataError
 
 pytestmark = pytest.mark.slow

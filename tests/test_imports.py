@@ -23,9 +23,9 @@ CASES = {
         "mlflow",
     },
     # `mlops serve` up to forking its workers (params, server, runtime, app): no pydantic (its `serve`
-    # section is msgspec, mlops.serve_params), no torch with the default ONNX backend
-    "import argparse\nfrom mlops.cli import _load_params\n"
-    "_load_params(argparse.Namespace(params='params.yaml', params_section='serve'))\n"
+    # section is msgspec, mlops.params.serve), no torch with the default ONNX backend
+    "from mlops import cli\n"
+    "cli._operation_params(cli.parse_args(['serve']))\n"
     "import mlops.serve.server, mlops.serve.worker as w, mlops.serve.app\nw.preload('onnx')": {
         "pydantic",
         "torch",
@@ -36,22 +36,22 @@ CASES = {
     # the metrics are numpy: scikit-learn is only the tests' reference
     "import mlops.metrics": {"sklearn", "torch", "pandas", "mlflow"},
     # evaluate scores the served ONNX export; torch and ONNX Runtime load in run(), whichever is used
-    "import mlops.evaluate": {"sklearn", "mlflow", "matplotlib", "pandera", "torch", "onnxruntime"},
+    "import mlops.stages.evaluate": {"sklearn", "mlflow", "matplotlib", "pandera", "torch", "onnxruntime"},
     # the gate loads torch and pandas in run(); `mlops report` renders its markdown without them
-    "import mlops.gate": {"sklearn", "torch", "pandas", "mlflow", "matplotlib"},
+    "import mlops.stages.gate": {"sklearn", "torch", "pandas", "mlflow", "matplotlib"},
     "import mlops.report": {"sklearn", "torch", "mlflow", "matplotlib", "onnxruntime"},
     # the champion comparison loads torch, pandas and MLflow only when there is a champion to score
     "import mlops.compare": {"sklearn", "torch", "pandas", "mlflow", "matplotlib", "onnxruntime"},
     "import mlops.deploy.promote": {"torch", "pandas", "numpy", "mlflow", "sklearn"},
     # pandera only explains a table that fails the fast check
-    "import mlops.validate": {"pandera", "torch", "sklearn", "mlflow"},
+    "import mlops.stages.validate": {"pandera", "torch", "sklearn", "mlflow"},
     # MLflow loads when the run is logged, not at import
-    "import mlops.train": {"mlflow", "sklearn", "matplotlib", "pandera"},
+    "import mlops.stages.train": {"mlflow", "sklearn", "matplotlib", "pandera"},
 }
 
 
-# slow: a fresh interpreter importing mlops.train loads torch (~4-5 s); the ci-test-e2e job runs it
-SLOW = {"import mlops.train"}
+# slow: a fresh interpreter importing mlops.stages.train loads torch (~4-5 s); the ci-test-e2e job runs it
+SLOW = {"import mlops.stages.train"}
 
 
 @pytest.mark.parametrize(

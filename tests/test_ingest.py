@@ -14,9 +14,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from mlops import fingerprint, ingest, sources
-from mlops.config import FileSource, IngestParams, SqlSource
+from mlops import sources
+
+from mlops.stages import fingerprint, ingest
 from mlops.errors import ConfigError, DataError
+from mlops.params.ingest import FileSource, IngestParams, SqlSource
 
 from conftest import free_port
 

@@ -1,8 +1,8 @@
 """dvc.yaml stays honest about code: each stage lists every project module it runs, and stages are leaves.
 
 The import graph is computed from the source (ast): a stage `mlops <name>` runs `mlops/cli.py` (its
-top-level imports and `cmd_<name>`), the stage module `mlops/<name>.py`, and every project module those
-import, at module level or inside a function. Each of those files must be a dependency of the stage
+imports outside the operation-only functions), the stage module `mlops/stages/<name>.py`, and every
+project module those import, at module level or inside a function. Each of those files must be a dependency of the stage
 in dvc.yaml, or the run-cache could restore outputs made by other code. And no stage module imports
 another stage module: what stages share lives in library modules.
 """
@@ -19,7 +19,7 @@ from conftest import REPO
 
 SRC = REPO / "src"
 STAGES = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
-STAGE_MODULES = {f"mlops.{name.replace('-', '_')}" for name in STAGES}
+STAGE_MODULES = {f"mlops.stages.{name.replace('-', '_')}" for name in STAGES}
 
 
 def module_file(name: str) -> Path | None:
@@ -66,21 +66,29 @@ def closure(start: set[str]) -> set[str]:
 
 
 def dispatch(stage: str) -> set[str]:
-    """What `mlops <stage>` imports before and in its command function (cli.py, minus other commands)."""
+    """What `mlops <stage>` imports: cli.py's imports outside its operation-only functions (those whose
+    names contain "operation", and `_listing`: they import mlops.commands), and the stage module."""
     tree = ast.parse((SRC / "mlops/cli.py").read_text())
-    command = f"cmd_{stage.replace('-', '_')}"
     nodes = [
         node
         for node in tree.body
-        if not (isinstance(node, ast.FunctionDef) and node.name.startswith("cmd_") and node.name != command)
+        if not (isinstance(node, ast.FunctionDef) and ("operation" in node.name or node.name == "_listing"))
     ]
-    assert any(isinstance(n, ast.FunctionDef) and n.name == command for n in nodes), command
-    return {"mlops.cli", *imported(nodes)}
+    return {"mlops.cli", f"mlops.stages.{stage.replace('-', '_')}", *imported(nodes)}
 
 
 def stage_modules(stage: str) -> set[str]:
     """cli.py itself (not all it imports: only the dispatch path), then the closure of the rest."""
     return {"mlops.cli"} | closure(dispatch(stage) - {"mlops.cli"})
+
+
+def test_no_stage_runs_another_command():
+    """The operations (mlops.commands) and the whole-file params (mlops.config) are off every stage's path."""
+    for stage in STAGES:
+        reached = stage_modules(stage)
+        assert not {m for m in reached if m == "mlops.commands" or m.startswith("mlops.commands.")}, stage
+        assert "mlops.config" not in reached, stage
+        assert "mlops.params.serve" not in reached, stage
 
 
 def rel(name: str) -> str:
@@ -102,7 +110,7 @@ def test_stage_deps_list_every_project_module_it_runs(stage):
 
 @pytest.mark.parametrize("stage", sorted(STAGES))
 def test_stages_are_leaves(stage):
-    module = f"mlops.{stage.replace('-', '_')}"
+    module = f"mlops.stages.{stage.replace('-', '_')}"
     reached = closure({module}) - {module}
     others = sorted(reached & STAGE_MODULES)
     assert not others, f"stage module {module} imports other stage modules {others}: move what they share"
@@ -113,7 +121,7 @@ def test_the_import_graph_sees_lazy_and_package_imports():
     compare = closure({"mlops.compare"})
     assert {"mlops.registry", "mlops.champion", "mlops.model", "mlops.files", "mlops"} <= compare
     assert "mlops.compare" not in closure({"mlops.metrics"})
-    assert "mlops.train" in stage_modules("train") and "mlops.evaluate" not in stage_modules("train")
+    assert "mlops.stages.train" in stage_modules("train") and "mlops.stages.evaluate" not in stage_modules("train")
 
 
 @pytest.mark.parametrize("stage", sorted(STAGES))

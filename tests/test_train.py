@@ -8,7 +8,9 @@ import mlflow
 import pytest
 from safetensors import safe_open
 
-from mlops import files, train
+from mlops import files
+
+from mlops.stages import train
 from mlops import model as model_lib
 
 

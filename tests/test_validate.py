@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops import validate
+from mlops.stages import validate
 from mlops.errors import DataError
 
 

@@ -166,7 +166,7 @@ def bare_loop(train, valid, params, epochs: int, validate: bool) -> None:
 
 
 def train_loop_bench(repo: Path, repeats: int) -> dict:
-    from mlops import train
+    from mlops.stages import train
     from mlops.config import load_params
 
     params = load_params(repo / "params.yaml")

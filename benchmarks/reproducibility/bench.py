@@ -33,7 +33,7 @@ from mlops import numerics
 numerics.pin()
 from pathlib import Path
 from mlops.config import load_params
-from mlops import train
+from mlops.stages import train
 p = load_params(sys.argv[1]).train
 state = json.loads(Path("data/processed/preprocess.json").read_text())
 tr, va = (train.load_split(Path(f"data/processed/{s}.parquet"), state["feature_names"]) for s in ("train", "valid"))
@@ -53,13 +53,21 @@ def one(mode: str, params: Path, tmp: Path) -> dict:
             env.pop(k, None)
     fit = json.loads(
         subprocess.run(
-            [sys.executable, "-c", FIT, str(params)], cwd=REPO, env=env, capture_output=True, text=True, check=True
+            [sys.executable, "-c", FIT, str(params)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
         ).stdout
     )
     t = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "mlops", "--params", str(params), "train", "--model-dir", str(tmp / mode)],
-        cwd=REPO, env=env, capture_output=True, check=True,
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        check=True,
     )
     return {**fit, "train_s": time.perf_counter() - t}
 
@@ -76,12 +84,17 @@ def main() -> int:
     runs: dict[str, list[dict]] = {"pinned": [], "native": []}
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(args.repeats):
-            for mode in (("pinned", "native") if i % 2 == 0 else ("native", "pinned")):
+            for mode in ("pinned", "native") if i % 2 == 0 else ("native", "pinned"):
                 runs[mode].append(one(mode, args.params, Path(tmp)))
-    med = {m: {k: statistics.median(r[k] for r in rs) for k in ("fit_s", "train_s")} for m, rs in runs.items()}
+    med = {
+        m: {k: statistics.median(r[k] for r in rs) for k in ("fit_s", "train_s")} for m, rs in runs.items()
+    }
     result = {
-        "machine": {"cpu": cpu_level()["model"] or platform.machine(), "cores": os.cpu_count(),
-                    "load_avg": os.getloadavg()},
+        "machine": {
+            "cpu": cpu_level()["model"] or platform.machine(),
+            "cores": os.cpu_count(),
+            "load_avg": os.getloadavg(),
+        },
         "repeats": args.repeats,
         "median": med,
         "ratio_pinned_over_native": {k: med["pinned"][k] / med["native"][k] for k in ("fit_s", "train_s")},

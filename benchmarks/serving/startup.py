@@ -9,7 +9,7 @@ params.yaml on the same model directory, as the image's CMD runs it (`mlops --pa
 - host: the server is started under a small launcher that timestamps (wall clock, shared by every
   process and by containers) the steps of the start-up: interpreter up, `import mlops.cli`,
   `import mlops.serve.server` with the params classes it imports (up to 51a3e21 mlops.config's
-  pydantic classes, now mlops.serve_params' msgspec classes), arguments parsed, params.yaml parsed and
+  pydantic classes, now mlops.params.serve' msgspec classes), arguments parsed, params.yaml parsed and
   validated (up to 51a3e21 all of it, now the `serve` section), model files' sha256,
   the serving imports (numpy, msgspec, prometheus_client, the app), the runtime preload (uvicorn,
   uvloop, ONNX Runtime), the model loaded in the supervisor (current code), each worker forked,
@@ -120,7 +120,7 @@ sys.exit(cli.main())
 """
 
 # loads the params as `mlops serve` does in either tree: before the serve params change, all of
-# params.yaml through mlops.config (pydantic); now its `serve` section only (mlops.serve_params, msgspec)
+# params.yaml through mlops.config (pydantic); now its `serve` section only (mlops.params.serve, msgspec)
 LOAD_PARAMS = (
     "import argparse, mlops.cli as c; "
     "c._load_params(argparse.Namespace(params='{path}', params_section='serve')) "
@@ -143,7 +143,7 @@ PHASES = [
     ("import mlops.cli (argparse, logging)", "interpreter", "import mlops.cli"),
     (
         "import mlops.serve.server, with the params classes (baseline: mlops.config, pydantic; "
-        "current: mlops.serve_params, msgspec)",
+        "current: mlops.params.serve, msgspec)",
         "import mlops.cli",
         "import mlops.serve.server",
     ),

@@ -29,10 +29,10 @@ import numpy as np
 
 from mlops import bootstrap
 from mlops.champion import ChampionRecord, read_champion
-from mlops.config import METRICS, ChampionParams
 from mlops.errors import ChecksumMismatch, DataError, ModelNotReady, PromotionRefused
 from mlops.labels import LABEL
-from mlops.metrics import LOWER_IS_BETTER, scores
+from mlops.metrics import LOWER_IS_BETTER, METRICS, scores
+from mlops.params.champion import ChampionParams
 
 if TYPE_CHECKING:  # torch and pandas load only when models are scored
     import pandas as pd

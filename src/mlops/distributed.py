@@ -34,8 +34,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from mlops.config import TrainParams
 from mlops.errors import ConfigError
+from mlops.params.train import TrainParams
 
 if TYPE_CHECKING:  # annotations only: this module must not import the network's dependencies
     from mlops.model import MLP

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops.config import Band, Change, Directional, ExpectationsParams, Invariance, Minimum
 from mlops.model import LoadedModel
+from mlops.params.expectations import Band, Change, Directional, ExpectationsParams, Invariance, Minimum
 
 
 @dataclass(frozen=True)

@@ -30,10 +30,11 @@ from typing import Any
 import pandas as pd
 
 from mlops import splits
-from mlops.config import FeaturizeParams, SchemaParams, SparkParams
 from mlops.errors import ConfigError, DataError
 from mlops.features import NumericState, Preprocessor
 from mlops.labels import LABEL
+from mlops.params.featurize import FeaturizeParams, SparkParams
+from mlops.params.schema import SchemaParams
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from mlops.config import METRICS
+METRICS = ("roc_auc", "pr_auc", "f1", "precision", "recall", "accuracy", "log_loss", "ece")
+"""The metrics `evaluate` computes (`scores`); the gate's and the champion comparison's rules name them."""
+
 
 LOWER_IS_BETTER = frozenset({"log_loss", "ece"})
 

@@ -27,15 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops import artifact, files
+from mlops import artifact, files, lockcheck
 from mlops import compare as compare_lib
-from mlops import gate as gate_lib
-from mlops import lockcheck
 from mlops.errors import DataError, ModelNotReady
 from mlops.forge import MARKER
+from mlops.stages import gate as gate_lib
 
 if TYPE_CHECKING:
-    from mlops.config import ChampionParams
+    from mlops.params.champion import ChampionParams
 
 log = logging.getLogger(__name__)
 

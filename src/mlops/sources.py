@@ -21,8 +21,8 @@ import urllib.request
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from mlops.config import FileSource, IngestParams, SqlSource
 from mlops.errors import ConfigError, DataError
+from mlops.params.ingest import FileSource, IngestParams, SqlSource
 
 if TYPE_CHECKING:
     import pandas as pd

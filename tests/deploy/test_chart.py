@@ -247,14 +247,14 @@ def test_containers_run_the_real_cli():
     (init,) = spec["initContainers"]
     (server,) = spec["containers"]
     assert init["command"] == ["mlops"] and server["command"] == ["mlops"]
-    fetch = cli.build_parser().parse_args(init["args"])
+    fetch = cli.parse_args(init["args"])
     assert (fetch.command, fetch.name, fetch.version, str(fetch.dest)) == (
         "fetch-model",
         "churn-mlp",
         "5",
         "/models",
     )
-    serve = cli.build_parser().parse_args(server["args"])
+    serve = cli.parse_args(server["args"])
     assert (serve.command, str(serve.model_dir), serve.host, serve.model_version) == (
         "serve",
         "/models",

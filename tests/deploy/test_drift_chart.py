@@ -39,11 +39,11 @@ def drift_pod(objects: list[dict]) -> dict:
 def test_the_cronjob_reads_what_the_server_writes_with_the_real_cli():
     objects = rendered()
     (server,) = server_pod(objects)["spec"]["containers"]
-    serve = cli.build_parser().parse_args(server["args"])
+    serve = cli.parse_args(server["args"])
     spec = drift_pod(objects)["spec"]
     (drift,) = spec["containers"]
     assert drift["command"] == ["mlops"]
-    args = cli.build_parser().parse_args(drift["args"])
+    args = cli.parse_args(drift["args"])
     assert args.command == "drift" and args.trigger is True
     assert args.log_dir == serve.prediction_log_dir == "s3://ml-prediction-logs/churn/ci"
     assert serve.prediction_log_rate == 0.1
@@ -59,7 +59,7 @@ def test_the_cronjob_fetches_the_deployed_version_like_the_server():
     objects = rendered()
     (server_init,) = server_pod(objects)["spec"]["initContainers"]
     (init,) = drift_pod(objects)["spec"]["initContainers"]
-    fetch = cli.build_parser().parse_args(init["args"])
+    fetch = cli.parse_args(init["args"])
     assert (fetch.command, fetch.name, fetch.version, str(fetch.dest)) == (
         "fetch-model",
         "churn-mlp",
@@ -165,7 +165,7 @@ def test_receiver_deployment_and_service():
     ]
     spec = receiver["spec"]["template"]["spec"]
     (c,) = spec["containers"]
-    args = cli.build_parser().parse_args(c["args"])
+    args = cli.parse_args(c["args"])
     assert (args.command, args.listen, args.reason) == ("trigger-retrain", "0.0.0.0:9095", None)
     assert c["readinessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
     assert c["envFrom"] == [{"secretRef": {"name": "retrain-trigger"}}]

@@ -142,7 +142,7 @@ def test_torchrun_command(path, monkeypatch):
     assert (args.master_addr, args.master_port) == (master, 29400)
     assert args.module and args.training_script == "mlops"
 
-    parsed = cli.build_parser().parse_args(args.training_script_args)
+    parsed = cli.parse_args(args.training_script_args)
     stage = dag.load(REPO / "dvc.yaml")["train"]
     assert parsed.command == "train" and parsed.params == Path("params.yaml")
     assert args.training_script_args[-len(stage.cmd.split()) + 1 :] == stage.cmd.split()[1:]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -142,6 +143,48 @@ def test_second_repro_executes_only_the_fingerprint(reproduced, env):
     again = sh("dvc", "repro", cwd=repo, env=env)
     assert executed(again) == ["fingerprint"]
     assert "Stage 'ingest' didn't change, skipping" in again.stdout
+
+
+# Edits to what no stage runs: another command's help text and options, the server's, the drift job's
+# and the champion comparison's params classes, the promotion code. (file, text replaced, replacement)
+OTHER_CODE = [
+    (
+        "src/mlops/commands/serving.py",
+        "serve the model over the Open Inference Protocol",
+        "serve models over OIP",
+    ),
+    (
+        "src/mlops/commands/monitor.py",
+        '"""Options of `mlops drift`."""',
+        '"""Options of `mlops drift`."""\n    p.add_argument("--new-option")',
+    ),
+    ("src/mlops/params/serve.py", "class ServeParams(", "# edited\nclass ServeParams("),
+    ("src/mlops/params/drift.py", "class DriftParams(", "# edited\nclass DriftParams("),
+    ("src/mlops/params/champion.py", "class ChampionParams(", "# edited\nclass ChampionParams("),
+    ("src/mlops/deploy/promote.py", '"""promote:', '"""promote (edited):'),
+    ("src/mlops/config.py", '"""config:', '"""config (edited):'),
+]
+
+
+def test_editing_other_commands_and_their_params_leaves_every_stage_up_to_date(reproduced, env, tmp_path):
+    """A stage depends on its own code only: after these edits `dvc status` reports nothing but the
+    always-run fingerprint stage (its run-cache, and every stage's, stays valid)."""
+    repo, _, _ = reproduced
+    copy = tmp_path / "repo"
+    shutil.copytree(repo, copy, symlinks=True, ignore=shutil.ignore_patterns(".dvc/cache", ".dvc/tmp"))
+    for rel, old, new in OTHER_CODE:
+        path = copy / rel
+        text = path.read_text()
+        assert old in text, (rel, old)
+        path.write_text(text.replace(old, new, 1))
+    status = json.loads(sh("dvc", "status", "--json", cwd=copy, env=env).stdout)
+    assert set(status) <= {"fingerprint"}, status
+    assert status.get("fingerprint", ["always changed"]) == ["always changed"], status
+    # and the check can fail: an edit to a module a stage runs shows up
+    shared = copy / "src/mlops/params/train.py"
+    shared.write_text(shared.read_text().replace("class TrainParams(", "# edited\nclass TrainParams(", 1))
+    status = json.loads(sh("dvc", "status", "--json", cwd=copy, env=env).stdout)
+    assert "train" in status, status
 
 
 @pytest.mark.parametrize(

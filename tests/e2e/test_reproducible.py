@@ -44,7 +44,9 @@ FORCED = {
 def outputs(stage: str) -> list[str]:
     """The files a stage declares in dvc.yaml (outs and metrics)."""
     spec = DVC_STAGES[stage]
-    return [next(iter(o)) if isinstance(o, dict) else o for o in [*spec.get("outs", []), *spec.get("metrics", [])]]
+    return [
+        next(iter(o)) if isinstance(o, dict) else o for o in [*spec.get("outs", []), *spec.get("metrics", [])]
+    ]
 
 
 def md5(path: Path) -> str:
@@ -59,10 +61,21 @@ def run_stages(source: Workspace, root: Path, env: dict[str, str], prefix: list[
         (ws.root / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(source.root / rel, ws.root / rel)
     env = {**env, "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    here = Workspace(Path("."))  # paths relative to the workspace, as `dvc repro` passes them
     for stage in CHECKED:
-        cmd = [*(prefix or []), sys.executable, "-m", "mlops", "--params", str(ws.params), *ws.stage_args(stage)]
+        cmd = [
+            *(prefix or []),
+            sys.executable,
+            "-m",
+            "mlops",
+            "--params",
+            "params.yaml",
+            *here.stage_args(stage),
+        ]
         proc = subprocess.run(cmd, cwd=ws.root, env=env, capture_output=True, text=True, timeout=900)
-        assert proc.returncode == 0, f"{' '.join(cmd[:4])} {stage}: exit {proc.returncode}\n{proc.stderr[-3000:]}"
+        assert proc.returncode == 0, (
+            f"{' '.join(cmd[:4])} {stage}: exit {proc.returncode}\n{proc.stderr[-3000:]}"
+        )
     return {rel: md5(ws.root / rel) for stage in CHECKED for rel in outputs(stage)}
 
 

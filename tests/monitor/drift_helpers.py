@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.config import SchemaParams
+from mlops.params.schema import SchemaParams
 
 from conftest import free_port
 

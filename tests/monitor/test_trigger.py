@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from mlops import cli
-from mlops.config import RetrainParams
 from mlops.errors import ConfigError
 from mlops.monitor.trigger import TriggerFailed, trigger_retrain
+from mlops.params.retrain import RetrainParams
 
 from .ci_double import JENKINS_CRUMB, CiDouble, running
 from conftest import FIXTURE_PARAMS, free_port

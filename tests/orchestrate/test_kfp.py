@@ -95,7 +95,7 @@ def test_each_step_runs_its_stage_through_kfp_step():
 
         # the real CLI accepts the step's command (KFP placeholders replaced by paths)
         argv = [re.sub(r"\{.*\}", "x", a) if isinstance(a, str) else "/tmp/x" for a in command[1:]]
-        args = cli.build_parser().parse_args(argv)
+        args = cli.parse_args(argv)
         assert (args.stage, args.cmd, args.pull) == (stage.name, shlex.split(stage.cmd), pulls)
 
 

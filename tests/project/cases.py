@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from mlops.config import SchemaParams
+from mlops.params.schema import SchemaParams
 
 UNKNOWN = "__not_a_declared_value__"
 

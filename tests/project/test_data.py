@@ -12,7 +12,7 @@ import math
 import numpy as np
 import pytest
 
-from mlops import validate
+from mlops.stages import validate
 from mlops.config import load_params
 from mlops.labels import LABEL
 

@@ -7,8 +7,8 @@ import pytest
 from sklearn import metrics as skm
 
 from mlops import bootstrap
-from mlops.config import METRICS
-from mlops.evaluate import scores
+from mlops.stages.evaluate import scores
+from mlops.metrics import METRICS
 
 
 @pytest.fixture(scope="module")

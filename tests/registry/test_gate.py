@@ -12,7 +12,7 @@ import json
 import pytest
 import yaml
 
-from mlops import gate
+from mlops.stages import gate
 from mlops.config import parse_params
 from mlops.errors import ConfigError
 

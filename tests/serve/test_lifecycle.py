@@ -18,12 +18,12 @@ import msgspec
 import numpy as np
 import pytest
 
-from mlops import serve_params
 from mlops.config import load_params
+from mlops.params import serve as serve_params
+from mlops.params.serve import PredictionLogParams
 from mlops.serve.app import App, Settings
 from mlops.serve.batching import Batcher, Overloaded
 from mlops.serve.predlog import PredictionLog
-from mlops.serve_params import PredictionLogParams
 
 from .serve_helpers import FIXTURE_PARAMS, infer_body, start_server
 

@@ -36,7 +36,7 @@ from mlops.deploy import record as rec
 from mlops.errors import ChecksumMismatch, ConfigError, ModelNotReady, PromotionRefused
 
 if TYPE_CHECKING:  # pydantic's params classes: rollback runs without params.yaml
-    from mlops.config import ChampionParams
+    from mlops.params.champion import ChampionParams
 
 log = logging.getLogger(__name__)
 

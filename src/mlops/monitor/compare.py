@@ -13,8 +13,9 @@ from typing import Any
 
 import pandas as pd
 
-from mlops.config import DriftParams, SchemaParams, StatTest
 from mlops.errors import ConfigError, MlopsError
+from mlops.params.drift import DriftParams, StatTest
+from mlops.params.schema import SchemaParams
 
 PREDICTION = "probability"
 

@@ -25,12 +25,14 @@ from typing import Any
 import pandas as pd
 
 from mlops import files
-from mlops.config import DriftParams, Params, SchemaParams
+from mlops.config import Params
 from mlops.errors import ConfigError, DataError, DriftDetected, MlopsError
 from mlops.labels import LABEL
 from mlops.monitor import export
 from mlops.monitor.compare import PREDICTION, check_methods, compare, prepare, rates
 from mlops.monitor.window import Window, read_window
+from mlops.params.drift import DriftParams
+from mlops.params.schema import SchemaParams
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlops import forge
-from mlops.config import RetrainParams
 from mlops.errors import ConfigError
+from mlops.params.retrain import RetrainParams
 
 REASON_VARIABLE = "MLOPS_RETRAIN_REASON"  # GitLab pipeline variable; the retrain job reads it
 JENKINS_PARAMETER = "RETRAIN_REASON"  # Jenkinsfile `parameters { string(name: 'RETRAIN_REASON') }`

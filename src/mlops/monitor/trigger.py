@@ -48,10 +48,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlops import forge
-from mlops.config import RetrainParams
 from mlops.errors import MlopsError
 from mlops.monitor import providers
 from mlops.monitor.providers import JENKINS_PARAMETER, REASON_VARIABLE
+from mlops.params.retrain import RetrainParams
 
 log = logging.getLogger(__name__)
 __all__ = ["JENKINS_PARAMETER", "REASON_VARIABLE", "TriggerFailed", "TriggerResult", "trigger_retrain"]

@@ -26,9 +26,9 @@ from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from mlops.config import RetrainParams
 from mlops.errors import ConfigError, MlopsError
 from mlops.monitor.trigger import TriggerResult, trigger_retrain
+from mlops.params.retrain import RetrainParams
 
 log = logging.getLogger(__name__)
 

@@ -33,8 +33,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mlops import __version__, labels, serve_params
+from mlops import __version__, labels
 from mlops.errors import DataError, MlopsError, ModelNotReady
+from mlops.params import serve as serve_params
 from mlops.serve import binary, openapi, protocol
 from mlops.serve.batching import Batcher
 from mlops.serve.encoding import Encoder

@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from mlops.serve_params import PredictionLogParams
+from mlops.params.serve import PredictionLogParams
 
 log = logging.getLogger(__name__)
 _STOP = object()

@@ -28,7 +28,7 @@ from typing import Any
 
 from mlops.artifact import verify
 from mlops.errors import ConfigError, MlopsError, ModelNotReady
-from mlops.serve_params import ServeParams, to_builtins
+from mlops.params.serve import ServeParams, to_builtins
 
 log = logging.getLogger(__name__)
 

@@ -10,6 +10,7 @@ metrics and the model files to MLflow (and TensorBoard when `train.tensorboard` 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import logging
@@ -26,9 +27,13 @@ from torch import nn
 
 from mlops import artifact, distributed
 from mlops import model as model_lib
-from mlops.config import TrainParams
-from mlops.errors import DataError
+from mlops.errors import DataError, MlopsError
 from mlops.labels import LABEL
+from mlops.params.base import Section, Sections
+from mlops.params.featurize import FeaturizeParams
+from mlops.params.schema import SchemaParams
+from mlops.params.train import TrainParams
+from mlops.paths import add_paths
 
 log = logging.getLogger(__name__)
 
@@ -311,3 +316,41 @@ def run(
     run_id = track(params, logged_params, meta, history, model_dir)
     log.info("train: MLflow run %s", run_id)
     return meta
+
+
+# ---------------------------------------------------------------- the command: `mlops train`
+HELP = "train the MLP, write models/, track the run in MLflow"
+"""One line for `mlops --help` (read without importing this module)."""
+
+SECTIONS: dict[str, type[Section]] = {
+    "schema": SchemaParams,
+    "featurize": FeaturizeParams,
+    "train": TrainParams,
+}
+"""The params.yaml sections this stage reads (dvc.yaml declares the same), validated alone."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `mlops train`; path defaults are the paths dvc.yaml declares."""
+    add_paths(p, "--data-dir", "--model-dir")
+
+
+def main(args: argparse.Namespace, params: Sections) -> None:
+    """Run `mlops train` with its validated sections."""
+    from mlops import distributed
+    from mlops.files import json_digest
+
+    if distributed.wants_launch(params.train):  # train.distributed.nproc_per_node > 1: under torchrun
+        code = distributed.launch(params.train, args.argv)
+        if code:
+            raise MlopsError(f"torchrun: training processes failed (exit {code}); see the rank logs above")
+        return
+
+    used = {name: params.section(name) for name in ("schema", "featurize", "train")}
+    run(
+        params.train,
+        args.data_dir,
+        args.model_dir,
+        params_hash=json_digest(used),
+        logged_params={k: used[k] for k in ("featurize", "train")},
+    )

@@ -8,6 +8,7 @@ from its id alone (`mlops.splits`): re-ingesting a grown table never moves a row
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import shutil
@@ -18,10 +19,13 @@ import numpy as np
 import pandas as pd
 
 from mlops import files, labels, splits
-from mlops.config import FeaturizeParams, SchemaParams
 from mlops.errors import DataError
 from mlops.features import Preprocessor
 from mlops.labels import LABEL
+from mlops.params.base import Section, Sections
+from mlops.params.featurize import FeaturizeParams
+from mlops.params.schema import SchemaParams
+from mlops.paths import add_paths
 from mlops.tables import read_table
 
 log = logging.getLogger(__name__)
@@ -149,3 +153,25 @@ def run(schema: SchemaParams, params: FeaturizeParams, data: Path, validation: P
     files.write_json(out_dir / "preprocess.json", state)
     log.info("featurize: rows %s", {k: v["rows"] for k, v in balance.items()})
     return state
+
+
+# ---------------------------------------------------------------- the command: `mlops featurize`
+HELP = "split and preprocess the validated table"
+"""One line for `mlops --help` (read without importing this module)."""
+
+SECTIONS: dict[str, type[Section]] = {
+    "schema": SchemaParams,
+    "featurize": FeaturizeParams,
+}
+"""The params.yaml sections this stage reads (dvc.yaml declares the same), validated alone."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `mlops featurize`; path defaults are the paths dvc.yaml declares."""
+    add_paths(p, "--data", "--validation")
+    p.add_argument("--out-dir", type=Path, default=Path("data/processed"))
+
+
+def main(args: argparse.Namespace, params: Sections) -> None:
+    """Run `mlops featurize` with its validated sections."""
+    run(params.schema, params.featurize, args.data, args.validation, args.out_dir)

@@ -1,4 +1,4 @@
-"""serve_params: the `serve` section of params.yaml, typed with msgspec (the serving stack's one library).
+"""params.serve: the `serve` section of params.yaml, typed with msgspec (the serving stack's one library).
 
 The model server reads nothing else from params.yaml, so `mlops serve` validates this section alone,
 without pydantic: importing pydantic and building the pipeline's params classes cost ~100 ms of CPU,
@@ -12,11 +12,12 @@ from __future__ import annotations
 import os
 import re
 import typing
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import msgspec
 
 from mlops.errors import ConfigError
+from mlops.params.backend import Backend
 
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
 
@@ -35,7 +36,7 @@ class ServeParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """`serve`: the Open Inference Protocol model server (throughput, limits, shutdown, prediction log)."""
 
     workers: PositiveInt
-    backend: Literal["onnx", "torch"]  # onnx: models/model.onnx on ONNX Runtime (no torch import)
+    backend: Backend  # onnx: models/model.onnx on ONNX Runtime (no torch import)
     threads: PositiveInt  # intra-op threads per worker (ONNX Runtime or torch)
     max_batch_size: PositiveInt
     max_wait_ms: Annotated[float, msgspec.Meta(ge=0.0)]

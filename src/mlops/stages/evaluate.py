@@ -8,6 +8,8 @@ matrix, calibration). All JSON is strict: no NaN or Infinity (undefined values a
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -16,10 +18,13 @@ import numpy as np
 import pandas as pd
 
 from mlops import files, labels, runtime
-from mlops.config import EvaluateParams
 from mlops.labels import LABEL
 from mlops.metrics import expected_calibration_error as expected_calibration_error
 from mlops.metrics import pr_curve, roc_curve, scores
+from mlops.params.base import Section, Sections
+from mlops.params.evaluate import EvaluateParams
+from mlops.params.served import ServedBackend
+from mlops.paths import add_paths
 from mlops.tables import test_rows
 
 log = logging.getLogger(__name__)
@@ -157,3 +162,35 @@ def run(
         metrics_path,
     )
     return result
+
+
+# ---------------------------------------------------------------- the command: `mlops evaluate`
+HELP = "score the test split: metrics, slices, plots"
+"""One line for `mlops --help` (read without importing this module)."""
+
+SECTIONS: dict[str, type[Section]] = {
+    "evaluate": EvaluateParams,
+    "serve": ServedBackend,
+}
+"""The params.yaml sections this stage reads (dvc.yaml declares the same), validated alone."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `mlops evaluate`; path defaults are the paths dvc.yaml declares."""
+    add_paths(p, "--model-dir", "--data", "--test", "--metrics", "--plots-dir")
+    p.add_argument("--json", action="store_true", help="print the test metrics as JSON on stdout")
+
+
+def main(args: argparse.Namespace, params: Sections) -> None:
+    """Run `mlops evaluate` with its validated sections."""
+    result = run(
+        params.evaluate,
+        args.model_dir,
+        args.data,
+        args.test,
+        args.metrics,
+        args.plots_dir,
+        backend=params.serve.backend,
+    )
+    if args.json:
+        print(json.dumps(result["test"], sort_keys=True))

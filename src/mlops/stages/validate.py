@@ -9,6 +9,7 @@ example row ids.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import warnings
 from collections.abc import Callable
@@ -19,8 +20,11 @@ from typing import Any
 import pandas as pd
 
 from mlops import files
-from mlops.config import SchemaParams
 from mlops.errors import DataError
+from mlops.params.base import Section, Sections
+from mlops.params.schema import SchemaParams
+from mlops.params.validate import ValidateParams
+from mlops.paths import add_paths
 from mlops.tables import read_table
 
 log = logging.getLogger(__name__)
@@ -199,3 +203,25 @@ def run(schema: SchemaParams, max_examples: int, data: Path, report: Path) -> di
         raise DataError(f"{data}: schema validation failed: {summarise(failures)} (report: {report})")
     log.info("validate: %d rows passed; report %s", len(frame), report)
     return result
+
+
+# ---------------------------------------------------------------- the command: `mlops validate`
+HELP = "check the raw table against params.yaml `schema` (exit 3 on violation)"
+"""One line for `mlops --help` (read without importing this module)."""
+
+SECTIONS: dict[str, type[Section]] = {
+    "schema": SchemaParams,
+    "validate": ValidateParams,
+}
+"""The params.yaml sections this stage reads (dvc.yaml declares the same), validated alone."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `mlops validate`; path defaults are the paths dvc.yaml declares."""
+    add_paths(p, "--data")
+    p.add_argument("--report", type=Path, default=Path("reports/validation.json"))
+
+
+def main(args: argparse.Namespace, params: Sections) -> None:
+    """Run `mlops validate` with its validated sections."""
+    run(params.schema, params.validate.max_examples, args.data, args.report)

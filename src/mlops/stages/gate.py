@@ -25,6 +25,8 @@ differs by CPU kernel); gate.json carries it rounded up to a power of ten.
 
 from __future__ import annotations
 
+import argparse
+import json
 import logging
 import math
 import time
@@ -35,8 +37,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlops import artifact, files, runtime
-from mlops.config import GateParams
 from mlops.errors import DataError, GateFailed
+from mlops.params.base import Section, Sections
+from mlops.params.gate import GateParams
+from mlops.params.served import ServedBackend
+from mlops.paths import add_paths
 
 if TYPE_CHECKING:  # torch and pandas load in run(): `mlops report` renders markdown() without them
     from mlops import model as model_lib
@@ -306,3 +311,48 @@ def run(
     if failed:
         log.warning("gate: failed (%s), not blocking because of --no-fail", ", ".join(failed))
     return result
+
+
+# ---------------------------------------------------------------- the command: `mlops gate`
+HELP = "check the candidate against the absolute rules of params.yaml `gate` (exit 4 on failure)"
+"""One line for `mlops --help` (read without importing this module)."""
+
+SECTIONS: dict[str, type[Section]] = {
+    "gate": GateParams,
+    "serve": ServedBackend,
+}
+"""The params.yaml sections this stage reads (dvc.yaml declares the same), validated alone."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `mlops gate`; path defaults are the paths dvc.yaml declares."""
+    add_paths(p, "--model-dir", "--data", "--test", "--metrics")
+    p.add_argument("--out", type=Path, default=Path("reports/gate.json"))
+    p.add_argument("--markdown", type=Path, default=Path("reports/gate.md"))
+    p.add_argument(
+        "--timings",
+        type=Path,
+        default=Path("reports/gate-timings.json"),
+        help="measured latencies: machine-dependent, so git-ignored and not a DVC output "
+        "(default %(default)s)",
+    )
+    p.add_argument("--no-fail", action="store_true", help="exploratory run: report failures but exit 0")
+    p.add_argument("--json", action="store_true", help="print the verdict as JSON on stdout")
+
+
+def main(args: argparse.Namespace, params: Sections) -> None:
+    """Run `mlops gate` with its validated sections."""
+    result = run(
+        params.gate,
+        args.model_dir,
+        args.data,
+        args.test,
+        args.metrics,
+        args.out,
+        args.markdown,
+        fail=not args.no_fail,
+        timings_path=args.timings,
+        backend=params.serve.backend,
+    )
+    if args.json:
+        print(json.dumps({"passed": result["passed"], "failed": result["failed"]}, sort_keys=True))

@@ -15,14 +15,16 @@ data/raw/source.json is this stage's dependency: that is how `dvc repro` sees a 
 
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 
 import pandas as pd
 
 from mlops import files
-from mlops.config import IngestParams
 from mlops.errors import DataError
+from mlops.params.base import Section, Sections
+from mlops.params.ingest import IngestParams
 from mlops.sources import file_format, local_path, read_demo, read_file, read_sql
 
 log = logging.getLogger(__name__)
@@ -100,3 +102,23 @@ def run(params: IngestParams, out: Path) -> int:
     files.write_parquet(out, frame)
     log.info("ingest: wrote %d rows x %d columns to %s", len(frame), frame.shape[1], out)
     return len(frame)
+
+
+# ---------------------------------------------------------------- the command: `mlops ingest`
+HELP = "collect the raw table from the configured source"
+"""One line for `mlops --help` (read without importing this module)."""
+
+SECTIONS: dict[str, type[Section]] = {
+    "ingest": IngestParams,
+}
+"""The params.yaml sections this stage reads (dvc.yaml declares the same), validated alone."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `mlops ingest`; path defaults are the paths dvc.yaml declares."""
+    p.add_argument("--out", type=Path, default=Path("data/raw/data.parquet"))
+
+
+def main(args: argparse.Namespace, params: Sections) -> None:
+    """Run `mlops ingest` with its validated sections."""
+    run(params.ingest, args.out)

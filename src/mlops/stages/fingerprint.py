@@ -9,12 +9,14 @@ skips `ingest` and everything after it; when it changed, `ingest` reruns.
 
 from __future__ import annotations
 
+import argparse
 import logging
 from pathlib import Path
 from typing import Any
 
 from mlops import files
-from mlops.config import IngestParams
+from mlops.params.base import Section, Sections
+from mlops.params.ingest import IngestParams
 from mlops.sources import fingerprint
 
 log = logging.getLogger(__name__)
@@ -38,3 +40,23 @@ def run(params: IngestParams, out: Path) -> dict[str, Any]:
         files.write_bytes(out, text)
         log.info("fingerprint: %s source -> %s", params.source, out)
     return result
+
+
+# ---------------------------------------------------------------- the command: `mlops fingerprint`
+HELP = "record a cheap fingerprint of the configured source (the file `ingest` depends on)"
+"""One line for `mlops --help` (read without importing this module)."""
+
+SECTIONS: dict[str, type[Section]] = {
+    "ingest": IngestParams,
+}
+"""The params.yaml sections this stage reads (dvc.yaml declares the same), validated alone."""
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Options of `mlops fingerprint`; path defaults are the paths dvc.yaml declares."""
+    p.add_argument("--out", type=Path, default=Path("data/raw/source.json"))
+
+
+def main(args: argparse.Namespace, params: Sections) -> None:
+    """Run `mlops fingerprint` with its validated sections."""
+    run(params.ingest, args.out)
