@@ -46,7 +46,7 @@ RUN if [ "$WHEELS" = "wheelhouse" ]; then set -- --no-index --find-links /wheelh
  && /opt/venv/bin/pip uninstall --yes setuptools pip \
  && find /opt/venv -name '__pycache__' -prune -exec rm -rf {} + \
  && /opt/venv/bin/python -m compileall -q -j 0 --invalidation-mode unchecked-hash /opt/venv/lib \
- && /opt/venv/bin/python -c 'import mlops.cli, mlops.serve.server, mlops.serve.worker as w, mlops.runtime; w.preload("onnx")'
+ && /opt/venv/bin/python -c 'import mlops.cli, mlops.serve.server, mlops.serve.worker as w, mlops.scorer; w.preload("onnx")'
 
 FROM ${BASE_IMAGE} AS runtime
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 HOME=/tmp MLOPS_SERVE_PORT=8080

@@ -11,7 +11,6 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from mlops import labels
-
 from mlops.stages import evaluate
 
 

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.stages import featurize
 from mlops import splits as split_lib
 from mlops.errors import DataError
 from mlops.features import MISSING, Preprocessor
+from mlops.stages import featurize
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
-from mlops.stages import featurize
 from mlops.errors import DataError
+from mlops.stages import featurize
 
 pytestmark = pytest.mark.slow
 

@@ -42,7 +42,7 @@ CASES = {
     "import mlops.report": {"sklearn", "torch", "mlflow", "matplotlib", "onnxruntime"},
     # the champion comparison loads torch, pandas and MLflow only when there is a champion to score
     "import mlops.compare": {"sklearn", "torch", "pandas", "mlflow", "matplotlib", "onnxruntime"},
-    "import mlops.deploy.promote": {"torch", "pandas", "numpy", "mlflow", "sklearn"},
+    "import mlops.gitops.promote": {"torch", "pandas", "numpy", "mlflow", "sklearn"},
     # pandera only explains a table that fails the fast check
     "import mlops.stages.validate": {"pandera", "torch", "sklearn", "mlflow"},
     # MLflow loads when the run is logged, not at import

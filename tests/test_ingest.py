@@ -15,10 +15,9 @@ import pytest
 import sqlalchemy as sa
 
 from mlops import sources
-
-from mlops.stages import fingerprint, ingest
 from mlops.errors import ConfigError, DataError
 from mlops.params.ingest import FileSource, IngestParams, SqlSource
+from mlops.stages import fingerprint, ingest
 
 from conftest import free_port
 

@@ -9,9 +9,8 @@ import pytest
 from safetensors import safe_open
 
 from mlops import files
-
-from mlops.stages import train
 from mlops import model as model_lib
+from mlops.stages import train
 
 
 def test_model_files_and_metadata_contract(pipeline, params):
@@ -173,9 +172,9 @@ def test_onnx_export_scores_as_the_network_for_every_batch_size(pipeline):
     """model.onnx (ONNX Runtime, dynamic batch axis) gives the torch network's probabilities."""
     import numpy as np
 
-    from mlops import runtime
+    from mlops import scorer
 
-    torch_model, onnx_model = model_lib.load(pipeline.models), runtime.load_onnx(pipeline.models)
+    torch_model, onnx_model = model_lib.load(pipeline.models), scorer.load_onnx(pipeline.models)
     x = np.random.default_rng(0).normal(size=(300, torch_model.preprocessor.width)).astype(np.float32)
     for rows in (1, 7, 64, 300):
         got, want = onnx_model.forward(x[:rows]), torch_model.forward(x[:rows])
@@ -190,7 +189,7 @@ def test_both_exporters_export_every_activation(activation, tmp_path):
     import numpy as np
     import torch
 
-    from mlops import runtime
+    from mlops import scorer
 
     torch.manual_seed(0)
     net = model_lib.MLP(6, [8, 4], activation, 0.2).eval()
@@ -200,7 +199,7 @@ def test_both_exporters_export_every_activation(activation, tmp_path):
         out = tmp_path / exporter
         saved = model_lib.save(out, net, meta, exporter=exporter, opset=18)
         assert saved["onnx"]["exporter"] == exporter
-        session = runtime.onnx_session((out / "model.onnx").read_bytes(), threads=1)
+        session = scorer.onnx_session((out / "model.onnx").read_bytes(), threads=1)
         got = session.run(None, {"x": x})[0]
         with torch.inference_mode():
             want = torch.sigmoid(net(torch.from_numpy(x))).numpy()

@@ -8,8 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops.stages import validate
 from mlops.errors import DataError
+from mlops.stages import validate
 
 
 @pytest.fixture(scope="module")

@@ -83,7 +83,7 @@ def main() -> None:
     params = load_params(args.params)
     schema = params.schema_
     raw, train = REPO / "data/raw/data.parquet", REPO / "data/processed/train.parquet"
-    test = tables.test_rows(raw, REPO / "data/processed/test.parquet", schema.id)
+    test = tables.split_rows(raw, REPO / "data/processed/test.parquet", schema.id)
     current = test[schema.features].sample(args.rows, replace=True, random_state=0).reset_index(drop=True)
     now = dt.datetime.now(dt.UTC)
     with tempfile.TemporaryDirectory() as tmp:

@@ -166,8 +166,8 @@ def bare_loop(train, valid, params, epochs: int, validate: bool) -> None:
 
 
 def train_loop_bench(repo: Path, repeats: int) -> dict:
-    from mlops.stages import train
     from mlops.config import load_params
+    from mlops.stages import train
 
     params = load_params(repo / "params.yaml")
     names = json.loads((repo / "data/processed/preprocess.json").read_text())["feature_names"]

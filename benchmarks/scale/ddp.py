@@ -29,8 +29,8 @@ REPO = Path(__file__).resolve().parents[2]
 def worker(epochs: int, batch_size: int, device: str) -> None:
     """One rank (or the single process): time fit() on data/processed; rank 0 prints JSON."""
     from mlops import distributed
-    from mlops.stages import train
     from mlops.config import load_params
+    from mlops.stages import train
 
     p = load_params(REPO / "params.yaml").train
     p = p.model_copy(

@@ -104,14 +104,14 @@ def in_process(model_dir: Path) -> dict[str, float]:
     """Forward pass alone per backend, and the whole request path on the served (ONNX) one; 1 thread."""
     import torch
 
-    from mlops import runtime
+    from mlops import scorer
     from mlops.model import load
     from mlops.serve import protocol
     from mlops.serve.encoding import Encoder
     from mlops.serve.fastpath import FastPath
 
     torch.set_num_threads(1)
-    backends = {"onnx": runtime.load_onnx(model_dir, threads=1), "torch": load(model_dir)}
+    backends = {"onnx": scorer.load_onnx(model_dir, threads=1), "torch": load(model_dir)}
     served = backends["onnx"]
     encoder = Encoder(served.metadata["features"], served.preprocessor)
     out = {}

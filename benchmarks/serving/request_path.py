@@ -106,7 +106,7 @@ def forwards(model_dir: Path, net, width: int, tmp: Path):
             dynamo=False,
         )
     try:  # a tree whose server runs ONNX Runtime: the forward pass its batcher calls, exactly
-        from mlops.runtime import load_onnx
+        from mlops.scorer import load_onnx
         from mlops.serve.app import serving_forward
 
         if path == model_dir / "model.onnx":
@@ -134,7 +134,7 @@ def measure(model_dir: Path, bodies: dict[int, bytes], params: dict[str, Any]) -
     from mlops.serve import app as app_mod
     from mlops.serve import binary, protocol
     from mlops.serve.encoding import Encoder
-    from mlops.serve.metrics import Metrics
+    from mlops.serve.prometheus import Metrics
 
     tmp = Path(tempfile.mkdtemp(prefix="request-path-"))
     loaded = load(model_dir)
@@ -243,7 +243,7 @@ def gc_pause(app_mod, model_dir: Path, params: dict[str, Any], loaded, forward, 
     app = app_mod.App(app_mod.Settings(str(model_dir), "v1", params))
 
     async def take():
-        from mlops.serve.metrics import Metrics
+        from mlops.serve.prometheus import Metrics
 
         app.metrics = Metrics()
         app._on_loaded(loaded, forward)
@@ -277,7 +277,7 @@ def handler(app_mod, model_dir: Path, params: dict[str, Any], loaded, forward, b
         pass
 
     async def run() -> float:
-        from mlops.serve.metrics import Metrics
+        from mlops.serve.prometheus import Metrics
 
         app.metrics = Metrics()
         if hasattr(app.metrics, "call_soon"):

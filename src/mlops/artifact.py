@@ -3,7 +3,7 @@
 The directory holds `model.safetensors` (the trained weights: the record of truth), `model.onnx` (the
 same network exported for ONNX Runtime: what `serve.backend: onnx` serves) and `model.json`, which
 records the sha256 of both. `verify` checks one of them; `mlops.model.load` (torch) and
-`mlops.runtime.load_onnx` (ONNX Runtime) build on it, and the server's supervisor calls it before
+`mlops.scorer.load_onnx` (ONNX Runtime) build on it, and the server's supervisor calls it before
 importing either runtime, so a missing or altered model fails fast with its exit code (5 or 6).
 """
 

@@ -27,17 +27,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlops import bootstrap
-from mlops.champion import ChampionRecord, read_champion
+from mlops import paired_bootstrap
 from mlops.errors import ChecksumMismatch, DataError, ModelNotReady, PromotionRefused
 from mlops.labels import LABEL
 from mlops.metrics import LOWER_IS_BETTER, METRICS, scores
 from mlops.params.champion import ChampionParams
+from mlops.records import PromotionRecord, read_record
 
 if TYPE_CHECKING:  # torch and pandas load only when models are scored
     import pandas as pd
 
-    from mlops.runtime import Scorer
+    from mlops.scorer import Scorer
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +67,7 @@ def paired(
     boot = params.bootstrap
     compared = {m: (t_cand, t_champ) for m in params.max_regression}
     started = time.perf_counter()
-    diffs = bootstrap.paired_differences(y, p_cand, p_champ, compared, boot.samples, boot.seed, bins)
+    diffs = paired_bootstrap.paired_differences(y, p_cand, p_champ, compared, boot.samples, boot.seed, bins)
     log.info("compare: paired bootstrap, %d resamples, %.2fs", boot.samples, time.perf_counter() - started)
     s_cand, s_champ = scores(y, p_cand, t_cand, bins), scores(y, p_champ, t_champ, bins)
     alpha = (1.0 - boot.confidence) / 2
@@ -112,7 +112,7 @@ def _verdict(name: str, diff: float | None, resampled: np.ndarray, bound: float,
     }
 
 
-def fetch_champion(record: ChampionRecord, dest: Path, where: str) -> Scorer:
+def fetch_champion(record: PromotionRecord, dest: Path, where: str) -> Scorer:
     """The model a record names, downloaded from the registry, its weights checked against the record.
 
     Args:
@@ -148,7 +148,7 @@ def against(
     )
 
 
-def champion_info(record: ChampionRecord, where: str | Path, env: str) -> dict[str, Any]:
+def champion_info(record: PromotionRecord, where: str | Path, env: str) -> dict[str, Any]:
     """What the result says about the champion: the record's identity and where it was read."""
     return {
         "env": env,
@@ -179,9 +179,9 @@ def review(
         ChecksumMismatch: the registry's weights are not the record's (exit 6).
     """
     from mlops import model as model_lib
-    from mlops.tables import test_rows
+    from mlops.tables import split_rows
 
-    record = read_champion(record_path)
+    record = read_record(record_path)
     if record is None:
         return None
     try:
@@ -191,7 +191,7 @@ def review(
             f"champion comparison with {record_path}: {e} (the candidate: `dvc pull {model_dir}`)"
         ) from e
     try:
-        rows = test_rows(data, test, candidate.metadata["id"])
+        rows = split_rows(data, test, candidate.metadata["id"])
     except DataError as e:
         raise DataError(
             f"champion comparison with {record_path}: {e} (the test rows: `dvc pull {data} {test}`)"
@@ -219,7 +219,7 @@ def at_promotion(
     bins: int,
     candidate_dir: Path,
     facts: dict[str, Any],
-    record: ChampionRecord,
+    record: PromotionRecord,
     record_path: Path,
     env: str,
 ) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 `scores(y, p, threshold, bins)` takes 0/1 labels (see `mlops.labels`) and positive-class probabilities.
 Undefined values (ROC AUC on one class) are None, so the JSON written from them stays strict.
 Every metric is defined once, as a weighted sum (`weighted`): `scores` evaluates it with unit weights,
-and `mlops.bootstrap` with resample counts for whole blocks of resamples at once. `roc_curve` and
+and `mlops.paired_bootstrap` with resample counts for whole blocks of resamples at once. `roc_curve` and
 `pr_curve` give the plot points. The tests check all of them against scikit-learn (a test dependency
 only: importing sklearn costs a pipeline stage ~1 s).
 """

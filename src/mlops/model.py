@@ -5,7 +5,7 @@ on the serving path unpickles: the record of truth), `model.onnx` (the same netw
 exported by torch's ONNX exporter for ONNX Runtime: what the server runs by default, no torch needed)
 and `model.json` (architecture, feature spec with dtypes and allowed categories, preprocessing state,
 class labels, decision threshold, params hash, data md5, and the sha256 of both other files). `load()`
-verifies the weights' sha256 before building the network; `mlops.runtime.load_onnx` verifies the ONNX
+verifies the weights' sha256 before building the network; `mlops.scorer.load_onnx` verifies the ONNX
 file's.
 """
 
@@ -29,7 +29,7 @@ from mlops.artifact import FORMAT, METADATA, ONNX, WEIGHTS, verify
 from mlops.artifact import read_metadata as read_metadata  # re-exported: callers use model.read_metadata
 from mlops.errors import ConfigError, ModelNotReady
 from mlops.features import Preprocessor
-from mlops.runtime import INPUT, OUTPUT, Scorer
+from mlops.scorer import INPUT, OUTPUT, Scorer
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 `mlops register` passes this file's path as `python_model`, so MLflow stores this source instead of a
 cloudpickled object: nothing pickled is on the path. The artifact `model` is a directory holding the
 model files (model.safetensors, model.onnx, model.json); `load_context` loads the ONNX export on ONNX
-Runtime through `mlops.runtime.load_onnx`, which verifies its sha256 first: no torch at load or
+Runtime through `mlops.scorer.load_onnx`, which verifies its sha256 first: no torch at load or
 predict time (a model trained with `train.onnx.exporter: none` cannot load here). For MLflow users:
 
     mlflow.pyfunc.load_model("models:/churn-mlp/3").predict(frame_of_raw_feature_columns)
@@ -13,7 +13,7 @@ returns one row per input row with the positive-class `probability` and the pred
 This module is loaded by MLflow as a script (it calls `set_model` at the end); the package never
 imports it. It runs where this package is not installed: `mlops register` bundles every project module
 reachable from the imports below (lazy ones included) and pins the third-party packages they import, both
-derived by `mlops.bundle` from this file's import graph. Import project code with plain import
+derived by `mlops.pyfunc_bundle` from this file's import graph. Import project code with plain import
 statements (no `importlib` by name), so the walk sees it.
 """
 
@@ -31,9 +31,9 @@ class MlopsModel(PythonModel):
 
     def load_context(self, context: Any) -> None:
         """Load and verify the ONNX export + JSON metadata from the `model` artifact."""
-        from mlops import runtime
+        from mlops import scorer
 
-        self.model = runtime.load_onnx(context.artifacts["model"])
+        self.model = scorer.load_onnx(context.artifacts["model"])
 
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None

@@ -2,7 +2,7 @@
 
 `register()` logs models/ as an MLflow pyfunc (safetensors + JSON artifacts, loaded by the "models from
 code" file `pyfunc_model.py`: no pickle; the project modules it imports and its pinned requirements are
-derived from its import graph by `mlops.bundle`, so it loads where only those requirements are
+derived from its import graph by `mlops.pyfunc_bundle`, so it loads where only those requirements are
 installed), registers it as a new version with provenance tags and points
 the alias `candidate` at it. The same weights are never registered twice. Next to model.json the version
 stores two tables: `reference.parquet` (a sample of training rows: the drift reference) and
@@ -30,7 +30,7 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from mlops import artifact, bundle, files
+from mlops import artifact, files, pyfunc_bundle
 from mlops.errors import ChecksumMismatch, MlopsError, ModelNotReady, PromotionRefused
 
 log = logging.getLogger(__name__)
@@ -199,7 +199,7 @@ def reference_sample(model: Any, data: Path, train: Path, rows: int, seed: int) 
 
     meta = model.metadata
     try:
-        frame = tables.test_rows(data, train, meta["id"])
+        frame = tables.split_rows(data, train, meta["id"])
     except DataError as e:
         log.warning("register: no drift reference staged (%s)", e)
         return None
@@ -221,7 +221,7 @@ def evaluation_rows(model: Any, data: Path, test: Path) -> Any:
     from mlops.errors import DataError
 
     try:
-        rows = tables.test_rows(data, test, model.metadata["id"])
+        rows = tables.split_rows(data, test, model.metadata["id"])
     except DataError as e:
         log.warning("register: no evaluation rows staged (%s); promote cannot compare this version", e)
         return None
@@ -270,17 +270,17 @@ def _publish(
             files.write_parquet(staged / REFERENCE, reference)
         if evaluation is not None:
             files.write_parquet(staged / EVALUATION, evaluation)
-        graph = bundle.import_graph()
-        code = bundle.stage_code(Path(tmp) / "code", graph)
+        graph = pyfunc_bundle.import_graph()
+        code = pyfunc_bundle.stage_code(Path(tmp) / "code", graph)
         with mlflow.start_run(run_name=f"register-{sha[:8]}"):
             mlflow.set_tags(tags)
             info = mlflow.pyfunc.log_model(
                 name="model",
-                python_model=str(bundle.ENTRY),
+                python_model=str(pyfunc_bundle.ENTRY),
                 artifacts={"model": str(staged)},
                 code_paths=[str(code)],
-                pip_requirements=bundle.requirements(graph.third_party),
-                signature=bundle.signature(meta),
+                pip_requirements=pyfunc_bundle.requirements(graph.third_party),
+                signature=pyfunc_bundle.signature(meta),
             )
         mv = mlflow.register_model(info.model_uri, name, tags=tags)
     c.set_registered_model_alias(name, CANDIDATE_ALIAS, mv.version)

@@ -4,7 +4,7 @@ Sections: gate verdict and table (reports/gate.json), whether CI reproduced the 
 (reports/lock-check.json, `mlops lock-check`), metrics of this branch vs the target branch
 (`dvc metrics diff`), the champion comparison, params diff (`dvc params diff`), slice table, plots
 rendered as PNG files next to the report (CI uploads them as artifacts; the markdown references them by
-relative path), and a short model card. `mlops report --post` hands the document to `mlops.forge`, which
+relative path), and a short model card. `mlops report --post` hands the document to `mlops.review_comment`, which
 keeps ONE comment per merge request.
 
 The champion comparison runs here, at review time, against production's record of that moment
@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 from mlops import artifact, files, lockcheck
 from mlops import compare as compare_lib
 from mlops.errors import DataError, ModelNotReady
-from mlops.forge import MARKER
+from mlops.review_comment import MARKER
 from mlops.stages import gate as gate_lib
 
 if TYPE_CHECKING:

@@ -1,6 +1,6 @@
 """tables: reading the pipeline's Parquet tables, with errors that name the file.
 
-`read_table` reads any table; `test_rows` joins the test split's ids (data/processed/test.parquet)
+`read_table` reads any table; `split_rows` joins the test split's ids (data/processed/test.parquet)
 back to the raw table, so evaluate and the gate score the raw feature values exactly as served.
 """
 
@@ -24,7 +24,7 @@ def read_table(path: Path) -> pd.DataFrame:
         raise DataError(f"{path}: not a readable Parquet table ({type(e).__name__}: {e})") from e
 
 
-def test_rows(data: Path, test: Path, id_column: str) -> pd.DataFrame:
+def split_rows(data: Path, test: Path, id_column: str) -> pd.DataFrame:
     """Raw feature rows of the test split (joined on the id), with the 0/1 label column `LABEL`."""
     try:
         ids = pd.read_parquet(test, columns=[id_column, LABEL])
@@ -46,4 +46,4 @@ def test_rows(data: Path, test: Path, id_column: str) -> pd.DataFrame:
     return rows
 
 
-test_rows.__test__ = False  # type: ignore[attr-defined]  # a helper, not a pytest test, when imported
+split_rows.__test__ = False  # type: ignore[attr-defined]  # a helper, not a pytest test, when imported

@@ -135,8 +135,8 @@ def record(env: str, version: str = "3", sha256: str | None = None, **extra: Any
 
 
 def write_record(repo: Path, env: str, rec: dict[str, Any]) -> Path:
-    """Write deploy/envs/<env>/model.yaml in a scratch repository (the format of mlops.deploy.record)."""
-    from mlops.deploy import record as record_mod
+    """Write deploy/envs/<env>/model.yaml in a scratch repository (the format of mlops.gitops.record)."""
+    from mlops.gitops import record as record_mod
 
     path = repo / "deploy" / "envs" / env / "model.yaml"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,6 @@
 """Argo CD: the AppProject and the ApplicationSet in deploy/argocd/ against their CRD schemas, the
 Applications the ApplicationSet's git directory generator produces for deploy/envs/* (computed offline by
-mlops.deploy.render with Helm's Go template engine, missingkey=error), and each of them rendered as Argo CD
+mlops.gitops.render with Helm's Go template engine, missingkey=error), and each of them rendered as Argo CD
 would (helm template with the env's values.yaml and model.yaml) and validated strictly.
 """
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mlops.deploy import render
 from mlops.errors import ConfigError
+from mlops.gitops import render
 
 from .k8s import REPO, load_docs, pod_spec, record, scratch_repo, validate_all, validate_custom, write_record
 

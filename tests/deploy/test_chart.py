@@ -19,8 +19,8 @@ import pytest
 import yaml
 
 from mlops import cli
-from mlops.deploy import render
 from mlops.errors import ConfigError
+from mlops.gitops import render
 
 from .k8s import CHART, REPO, by_kind, pod_spec, record, scratch_repo, validate_all, workloads, write_record
 

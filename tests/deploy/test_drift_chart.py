@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from mlops import cli
-from mlops.deploy import render
 from mlops.errors import ConfigError, DriftDetected
+from mlops.gitops import render
 
 from .k8s import CHART, by_kind, validate_all
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from mlops.deploy import record as rec
-from mlops.deploy import rehearse, render
-from mlops.deploy.pod import Pod, config_data, pod_template
 from mlops.errors import ConfigError, RehearsalFailed
+from mlops.gitops import record as rec
+from mlops.gitops import rehearse, render
+from mlops.gitops.pod import Pod, config_data, pod_template
 
 from conftest import REPO
 

@@ -25,7 +25,7 @@ from registry.conftest import (  # noqa: F401 - degraded: a session fixture used
     set_gate,
 )
 
-from mlops import champion, registry
+from mlops import records, registry
 
 from .mr_double import running
 from conftest import FIXTURE_PARAMS, Workspace, copy_repository
@@ -155,8 +155,8 @@ def test_promote_commits_the_record_and_moves_the_alias(versions, clone: Path):
     assert f"dvc.lock md5: {mv.tags['dvc_lock_md5']}" in message and "roc_auc=" in message
     assert git(clone, "status", "--porcelain", "--", "deploy") == ""
     assert aliases(name)["staging"] == v1
-    # the gate and the report read the same record (champion.py)
-    read = champion.read_champion(clone / RECORD)
+    # the gate and the report read the same record (records.py)
+    read = records.read_record(clone / RECORD)
     assert (read.name, read.version, read.sha256) == (name, v1, data["sha256"])
 
     # promoting the recorded version again changes nothing

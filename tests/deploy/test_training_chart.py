@@ -21,8 +21,8 @@ import pytest
 import yaml
 
 from mlops import cli
-from mlops.deploy import render
 from mlops.errors import ConfigError
+from mlops.gitops import render
 from mlops.orchestrate import dag
 
 from .k8s import REPO, by_kind, validate_all

@@ -161,7 +161,7 @@ OTHER_CODE = [
     ("src/mlops/params/serve.py", "class ServeParams(", "# edited\nclass ServeParams("),
     ("src/mlops/params/drift.py", "class DriftParams(", "# edited\nclass DriftParams("),
     ("src/mlops/params/champion.py", "class ChampionParams(", "# edited\nclass ChampionParams("),
-    ("src/mlops/deploy/promote.py", '"""promote:', '"""promote (edited):'),
+    ("src/mlops/gitops/promote.py", '"""promote:', '"""promote (edited):'),
     ("src/mlops/config.py", '"""config:', '"""config (edited):'),
 ]
 

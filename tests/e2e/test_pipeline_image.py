@@ -2,7 +2,7 @@
 tests/serve/test_docker.py (debootstrapped base, host-built wheelhouse) and run as the cluster would run it:
 
 - the training chart's node pod, rendered for 1 node x 2 processes and translated into `docker run`s by
-  mlops.deploy.pod (the kubelet's view: uid 10001, read-only root, capabilities dropped, the emptyDirs as
+  mlops.gitops.pod (the kubelet's view: uid 10001, read-only root, capabilities dropped, the emptyDirs as
   host directories, host network): the `dvc-pull` init container's script against a DVC remote (a mounted
   directory), then the trainer's torchrun command with the PET_* variables the Trainer's torch plugin
   sets and the tracking Secret pointing at a real MLflow server on 127.0.0.1. It must train with world
@@ -42,7 +42,7 @@ from serve.test_docker import CACHE, _record, _sh, build_image, docker  # noqa: 
 from test_gitlab_ci_image import _ci_wheelhouse
 from test_training_job import featurized_project, torch_plugin_env
 
-from mlops.deploy.pod import Docker, Pod
+from mlops.gitops.pod import Docker, Pod
 from mlops.orchestrate import dag, kfp_spec, step
 
 from conftest import REPO, free_port
@@ -196,7 +196,7 @@ def featurized(tmp_path_factory) -> tuple[Path, Path, dict]:
 
 
 def run_container(docker_env: dict, cmd: list[str], image: str, mounts: dict[Path, str]) -> str:
-    """`docker run` a command line of mlops.deploy.pod (`docker` args, no `docker`) with extra mounts."""
+    """`docker run` a command line of mlops.gitops.pod (`docker` args, no `docker`) with extra mounts."""
     at = cmd.index(image)
     mount_args = [a for src, dst in mounts.items() for a in ("-v", f"{src}:{dst}")]
     out = Docker(docker_env)(*cmd[:at], *mount_args, *cmd[at:], timeout=900, check=False)

@@ -1,7 +1,7 @@
 """Deploy rehearsal (`make rehearse ENV=staging`), executed for real: train -> gate -> register in a real
 MLflow server -> `mlops promote --env <env>` on a temporary clone -> render the env's Argo CD Application
-(mlops.deploy.render) -> run its init container (fetch-model) and then its server container under a private
-dockerd exactly as rendered (mlops.deploy.rehearse) -> readiness path, an inference request built from the
+(mlops.gitops.render) -> run its init container (fetch-model) and then its server container under a private
+dockerd exactly as rendered (mlops.gitops.rehearse) -> readiness path, an inference request built from the
 model's feature spec, the served version = the env's record. Then `mlops rollback --env <env>` and the
 rehearsal again: the previous version serves. Promotions of a failed-gate or a tampered version are refused
 (exit 6) and change nothing.
@@ -37,8 +37,8 @@ from registry.conftest import (
 from serve.test_docker import _wheelhouse, build_image, docker, image  # noqa: F401 - fixtures
 
 from mlops import registry
-from mlops.deploy import record as rec
-from mlops.deploy import render
+from mlops.gitops import record as rec
+from mlops.gitops import render
 
 from conftest import REPO, Workspace, copy_repository, free_port
 

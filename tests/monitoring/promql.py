@@ -139,7 +139,7 @@ def amtool(*args: str) -> subprocess.CompletedProcess:
 def server_metric_names() -> set[str]:
     """Series names the model server exposes (its Metrics registry, counters with _total, histograms with
     _bucket/_sum/_count)."""
-    from mlops.serve.metrics import Metrics
+    from mlops.serve.prometheus import Metrics
 
     names = set()
     for family in Metrics()._own.collect():

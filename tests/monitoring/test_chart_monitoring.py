@@ -12,8 +12,8 @@ import pytest
 import yaml
 from deploy.k8s import CHART, by_kind, record, validate_all, validate_custom
 
-from mlops.deploy import render
 from mlops.errors import ConfigError
+from mlops.gitops import render
 
 from . import promql
 

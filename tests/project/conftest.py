@@ -92,7 +92,7 @@ def model(project: Workspace) -> model_lib.LoadedModel:
 
 
 @pytest.fixture(scope="session")
-def test_rows(raw, splits, project_params) -> pd.DataFrame:
+def split_rows(raw, splits, project_params) -> pd.DataFrame:
     """Raw rows of the test split (the id joined back to the ingested table)."""
     ids = splits["test"][[project_params.schema_.id]]
     rows = ids.merge(raw, on=project_params.schema_.id, how="left", validate="one_to_one")

@@ -12,9 +12,9 @@ import math
 import numpy as np
 import pytest
 
-from mlops.stages import validate
 from mlops.config import load_params
 from mlops.labels import LABEL
+from mlops.stages import validate
 
 from .cases import Corruption, corruptions
 from .conftest import PROJECT_PARAMS

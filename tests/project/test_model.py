@@ -18,22 +18,22 @@ from mlops import expectations
 from .cases import infer_body, plain, request_corruptions, schema_rows
 
 
-def test_declared_expectations_hold_on_real_test_rows(model, test_rows, project_params):
+def test_declared_expectations_hold_on_real_test_rows(model, split_rows, project_params):
     """Every expectation in params.yaml, checked on the raw rows of the test split (none declared: the
     id invariance below still runs)."""
-    outcomes = expectations.evaluate(project_params.expectations, model, test_rows)
+    outcomes = expectations.evaluate(project_params.expectations, model, split_rows)
     vacuous = [o.description for o in outcomes if o.rows == 0]
     assert not vacuous, f"no test row qualifies, so nothing was checked: {vacuous}"
     failed = [o.as_dict() for o in outcomes if not o.passed]
     assert not failed, failed
 
 
-def test_predictions_are_invariant_to_the_id(model, test_rows, project_params):
+def test_predictions_are_invariant_to_the_id(model, split_rows, project_params):
     """Whatever params.yaml declares: the id is not an input, so replacing every id changes nothing."""
     id_column = project_params.schema_.id
-    moved = test_rows.copy()
+    moved = split_rows.copy()
     moved[id_column] = moved[id_column].astype(str) + "-other"
-    assert np.array_equal(model.predict_proba(moved), model.predict_proba(test_rows))
+    assert np.array_equal(model.predict_proba(moved), model.predict_proba(split_rows))
 
 
 def test_model_meets_the_gate_metric_bounds_on_its_test_split(project, project_params):
@@ -67,10 +67,10 @@ def test_served_model_answers_a_request_built_from_the_schema(served, model):
     assert set(labels) <= set(model.metadata["label"]["classes"])
 
 
-def test_served_model_matches_the_model_on_real_test_rows(served, model, test_rows):
+def test_served_model_matches_the_model_on_real_test_rows(served, model, split_rows):
     """Real test rows sent over the Open Inference Protocol score as they do in-process."""
     features = model.metadata["features"]
-    sample = test_rows.head(64)
+    sample = split_rows.head(64)
     columns = {f["name"]: sample[f["name"]].tolist() for f in features}
     proba, labels = _outputs(_infer(served, model.name, infer_body(features, columns)))
     expected = model.predict_proba(sample)

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from mlops import bootstrap
-from mlops.stages.evaluate import scores
+from mlops import paired_bootstrap
 from mlops.metrics import METRICS
+from mlops.stages.evaluate import scores
 
 
 @pytest.fixture(scope="module")
@@ -23,7 +23,7 @@ def data():
 @pytest.mark.parametrize("name", METRICS)
 def test_unit_weights_equal_evaluate_scores(data, name):
     y, p, _ = data
-    got = bootstrap.weighted(name, y, p, np.ones((1, len(y))), 0.5, 10)[0]
+    got = paired_bootstrap.weighted(name, y, p, np.ones((1, len(y))), 0.5, 10)[0]
     assert got == pytest.approx(scores(y, p, 0.5, 10)[name], abs=1e-9)
 
 
@@ -41,21 +41,21 @@ def test_resample_counts_equal_sklearn_sample_weight(data, name):
         "recall": lambda s: skm.recall_score(y, pred, sample_weight=s, zero_division=0),
         "accuracy": lambda s: skm.accuracy_score(y, pred, sample_weight=s),
     }[name]
-    got = bootstrap.weighted(name, y, p, w, 0.5, 10)
+    got = paired_bootstrap.weighted(name, y, p, w, 0.5, 10)
     np.testing.assert_allclose(got, [ref(row) for row in w], atol=1e-9)
 
 
 def test_one_class_resample_is_undefined_not_a_number():
     y = np.array([1, 1, 0])
     w = np.array([[2.0, 1.0, 0.0]])
-    assert np.isnan(bootstrap.weighted("roc_auc", y, np.array([0.9, 0.8, 0.1]), w, 0.5, 10)[0])
+    assert np.isnan(paired_bootstrap.weighted("roc_auc", y, np.array([0.9, 0.8, 0.1]), w, 0.5, 10)[0])
 
 
 def test_paired_differences_are_seeded_and_zero_for_identical_models(data):
     y, p, _ = data
-    a = bootstrap.paired_differences(y, p, p, {"roc_auc": (0.5, 0.5)}, 300, 7, 10)
+    a = paired_bootstrap.paired_differences(y, p, p, {"roc_auc": (0.5, 0.5)}, 300, 7, 10)
     assert len(a["roc_auc"]) == 300 and not a["roc_auc"].any()
     q = np.clip(p + 0.1 * np.sin(np.arange(len(p))), 0, 1)
-    b1 = bootstrap.paired_differences(y, q, p, {"log_loss": (0.5, 0.5)}, 300, 7, 10)
-    b2 = bootstrap.paired_differences(y, q, p, {"log_loss": (0.5, 0.5)}, 300, 7, 10)
+    b1 = paired_bootstrap.paired_differences(y, q, p, {"log_loss": (0.5, 0.5)}, 300, 7, 10)
+    b2 = paired_bootstrap.paired_differences(y, q, p, {"log_loss": (0.5, 0.5)}, 300, 7, 10)
     np.testing.assert_array_equal(b1["log_loss"], b2["log_loss"])

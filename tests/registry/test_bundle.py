@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops import bundle
+from mlops import pyfunc_bundle
 
 
 def _write(root: Path, files: dict[str, str]) -> None:
@@ -41,7 +41,7 @@ def test_graph_follows_lazy_relative_and_package_imports(tmp_path):
             "mlops/unused.py": "import torch\n",
         },
     )
-    graph = bundle.import_graph(tmp_path / "mlops/entry.py", root=tmp_path)
+    graph = pyfunc_bundle.import_graph(tmp_path / "mlops/entry.py", root=tmp_path)
     assert graph.modules == (
         "mlops",
         "mlops.errors",
@@ -51,7 +51,7 @@ def test_graph_follows_lazy_relative_and_package_imports(tmp_path):
     )
     assert graph.third_party == ("numpy", "pandas", "yaml")  # json is standard library; torch unreached
 
-    code = bundle.stage_code(tmp_path / "staged", graph, root=tmp_path)
+    code = pyfunc_bundle.stage_code(tmp_path / "staged", graph, root=tmp_path)
     staged = sorted(str(p.relative_to(code.parent)) for p in code.rglob("*.py"))
     assert staged == [
         "mlops/__init__.py",
@@ -65,7 +65,7 @@ def test_graph_follows_lazy_relative_and_package_imports(tmp_path):
 def test_requirements_pin_the_installed_distributions():
     import importlib.metadata
 
-    pins = bundle.requirements(["yaml", "numpy", "mlflow"])
+    pins = pyfunc_bundle.requirements(["yaml", "numpy", "mlflow"])
     assert pins == sorted(
         [
             f"PyYAML=={importlib.metadata.version('PyYAML')}",
@@ -75,7 +75,7 @@ def test_requirements_pin_the_installed_distributions():
         key=str.lower,
     )
     with pytest.raises(RuntimeError, match="no_such_module_xyz"):
-        bundle.requirements(["no_such_module_xyz"])
+        pyfunc_bundle.requirements(["no_such_module_xyz"])
 
 
 # slow: a fresh interpreter loads the MLflow pyfunc and predicts (~3.5 s)
@@ -99,15 +99,15 @@ def test_pyfunc_graph_covers_what_loading_and_predicting_imports(pipeline, tmp_p
         """
     )
     out = subprocess.run(
-        [sys.executable, "-c", script, str(bundle.ENTRY), str(pipeline.models), str(pipeline.raw)],
+        [sys.executable, "-c", script, str(pyfunc_bundle.ENTRY), str(pipeline.models), str(pipeline.raw)],
         capture_output=True,
         text=True,
         timeout=300,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     imported = set(json.loads(out.stdout.strip().splitlines()[-1]))
-    graph = bundle.import_graph()
-    assert "mlops.runtime" in imported and "mlops.model" not in imported
+    graph = pyfunc_bundle.import_graph()
+    assert "mlops.scorer" in imported and "mlops.model" not in imported
     assert imported <= set(graph.modules), imported - set(graph.modules)
     # the pyfunc serves the ONNX export: ONNX Runtime, no torch or safetensors among its requirements
     assert {"mlflow", "onnxruntime", "pandas", "numpy"} <= set(graph.third_party)

@@ -12,9 +12,9 @@ import json
 import pytest
 import yaml
 
-from mlops.stages import gate
 from mlops.config import parse_params
 from mlops.errors import ConfigError
+from mlops.stages import gate
 
 from .conftest import copy_workspace, gate_args, perturb_weights, set_gate, write_record
 from conftest import FIXTURE_PARAMS

@@ -35,7 +35,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from mlops import bundle, runtime
+from mlops import pyfunc_bundle, scorer
 
 from .conftest import register_args, split_rows
 from conftest import free_port
@@ -141,7 +141,7 @@ def stop_group(proc: subprocess.Popen) -> None:
 
 
 def expected(ws, rows):
-    model = runtime.load_onnx(ws.models)  # what the pyfunc serves (torch parity: the gate's rule)
+    model = scorer.load_onnx(ws.models)  # what the pyfunc serves (torch parity: the gate's rule)
     proba = model.predict_proba(rows)
     return proba, list(model.predict_label(proba))
 
@@ -175,7 +175,7 @@ def test_load_model_and_predict_in_a_clean_environment(
     assert not result["torch_imported"]
     # the project code came from the model version's bundled code, not from this checkout
     assert "/code/mlops/" in result["mlops_file"] and not result["mlops_file"].startswith(str(Path.cwd()))
-    assert set(result["modules"]) <= set(bundle.import_graph().modules), result["modules"]
+    assert set(result["modules"]) <= set(pyfunc_bundle.import_graph().modules), result["modules"]
     proba, labels = expected(gated, rows)
     np.testing.assert_allclose(result["probability"], proba, rtol=1e-6)
     assert result["label"] == labels

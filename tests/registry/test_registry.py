@@ -12,7 +12,7 @@ import pytest
 from mlflow import MlflowClient
 
 from mlops import model as model_lib
-from mlops import runtime
+from mlops import scorer
 
 from .conftest import copy_workspace, gate_args, register_args, set_gate, split_rows
 from .test_no_pickle import assert_nothing_unpickled, audit
@@ -66,7 +66,7 @@ def test_registered_model_is_a_pickle_free_pyfunc(gated, server_uri, unique_name
     assert "pyfunc_model.py" in (tmp_path / "dl" / "MLmodel").read_text()
 
     rows = split_rows(gated)  # test-split rows with model.json's feature columns
-    model = runtime.load_onnx(gated.models)  # the pyfunc serves the ONNX export
+    model = scorer.load_onnx(gated.models)  # the pyfunc serves the ONNX export
     expected = model.predict_proba(rows)
     out = mlflow.pyfunc.load_model(local).predict(rows)
     np.testing.assert_allclose(out["probability"].to_numpy(), expected, rtol=1e-6)

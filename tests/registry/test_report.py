@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from mlops.forge import MARKER
+from mlops.review_comment import MARKER
 
 from . import forge_double
 from .conftest import copy_workspace, gate_args, register_args, set_gate, write_record
@@ -383,11 +383,11 @@ def test_post_outside_ci_is_skipped(post_ws, monkeypatch, capsys):
 
 
 def test_github_pr_number_from_event_file(tmp_path):
-    from mlops import forge
+    from mlops import review_comment
 
     event = tmp_path / "event.json"
     event.write_text(json.dumps({"pull_request": {"number": 42}}))
-    target = forge.detect(
+    target = review_comment.detect(
         {
             "GITHUB_ACTIONS": "true",
             "GITHUB_REPOSITORY": "a/b",
@@ -396,4 +396,4 @@ def test_github_pr_number_from_event_file(tmp_path):
         }
     )
     assert target.comments_path == "/repos/a/b/issues/42/comments"
-    assert TOKEN not in repr(forge.detect({**FORGES["github"]("http://h")}))
+    assert TOKEN not in repr(review_comment.detect({**FORGES["github"]("http://h")}))

@@ -21,7 +21,7 @@ import jsonschema_rs
 import numpy as np
 import pytest
 
-from mlops import runtime
+from mlops import scorer
 
 from .serve_helpers import ModelSpec, binary_request, infer_body, pack, unpack_response
 
@@ -69,7 +69,7 @@ def test_infer_matches_in_process_model(server, model_dir, spec, rows):
     body = resp.json()
     assert body["id"] == "req-7" and body["model_name"] == spec.name
     out = {o["name"]: o for o in body["outputs"]}
-    loaded = runtime.load_onnx(model_dir)
+    loaded = scorer.load_onnx(model_dir)
     columns = {k: [np.nan if r[k] is None else r[k] for r in chosen] for k in spec.names}
     expected = loaded.predict_proba(columns)
     assert out["probability"]["shape"] == [5] and out["probability"]["datatype"] == "FP64"
@@ -484,7 +484,7 @@ def test_malformed_bodies_are_4xx_never_500(server, spec, rows):
 
 
 def test_many_concurrent_clients_get_correct_answers(server, model_dir, spec, rows):
-    loaded = runtime.load_onnx(model_dir)
+    loaded = scorer.load_onnx(model_dir)
     rows = rows[:48]
     expected = loaded.predict_proba({k: [np.nan if r[k] is None else r[k] for r in rows] for k in spec.names})
 

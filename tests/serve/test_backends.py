@@ -21,7 +21,7 @@ import psutil
 import pytest
 
 from mlops import model as model_mod
-from mlops import runtime
+from mlops import scorer
 
 from .serve_helpers import infer_body, start_server
 
@@ -67,7 +67,7 @@ def test_both_backends_answer_the_same_over_http(servers, model_dir, spec, rows)
     assert l_onnx == l_torch
     columns = {k: [np.nan if r[k] is None else r[k] for r in chosen] for k in spec.names}
     # each backend serves exactly what its in-process model computes
-    np.testing.assert_allclose(p_onnx, runtime.load_onnx(model_dir).predict_proba(columns), rtol=1e-6)
+    np.testing.assert_allclose(p_onnx, scorer.load_onnx(model_dir).predict_proba(columns), rtol=1e-6)
     np.testing.assert_allclose(p_torch, model_mod.load(model_dir).predict_proba(columns), rtol=1e-6)
 
 
@@ -133,7 +133,7 @@ def test_serving_forward_answers_what_the_runtime_answers(model_dir):
     on torch it is the model's own forward."""
     from mlops.serve.app import serving_forward
 
-    loaded = runtime.load_onnx(model_dir)
+    loaded = scorer.load_onnx(model_dir)
     forward = serving_forward(loaded)
     assert forward is not loaded.forward
     rng = np.random.default_rng(0)

@@ -13,7 +13,7 @@ import pytest
 import tritonclient.http as triton
 from tritonclient.utils import InferenceServerException
 
-from mlops import runtime
+from mlops import scorer
 
 from .oip_clients.toolenv import HERE as CLIENTS
 from .oip_clients.toolenv import kserve_python
@@ -24,7 +24,7 @@ NUMPY = {"BYTES": np.object_, "INT64": np.int64, "FP64": np.float64}
 
 
 def expected(model_dir, spec, rows) -> tuple[np.ndarray, list[str]]:
-    loaded = runtime.load_onnx(model_dir)
+    loaded = scorer.load_onnx(model_dir)
     proba = loaded.predict_proba({k: [np.nan if r[k] is None else r[k] for r in rows] for k in spec.names})
     return proba, loaded.predict_label(proba)
 

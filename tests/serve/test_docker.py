@@ -37,7 +37,7 @@ import numpy as np
 import pytest
 
 from mlops import model as model_mod
-from mlops import runtime
+from mlops import scorer
 
 from .serve_helpers import REPO, free_port, infer_body
 
@@ -313,7 +313,7 @@ def test_image_has_no_torch_and_serving_imports_no_torch(docker, image):
     """The serving image carries ONNX Runtime, not torch or pydantic (`mlops serve` validates its params
     section with msgspec); importing the whole serving path loads neither."""
     script = (
-        "import importlib.util as u, json, sys; import mlops.cli, mlops.serve.server, mlops.runtime; "
+        "import importlib.util as u, json, sys; import mlops.cli, mlops.serve.server, mlops.scorer; "
         "from mlops.serve import worker; worker.preload('onnx'); "
         "print(json.dumps({n: bool(u.find_spec(n)) for n in ('torch', 'safetensors', 'onnxruntime', 'mlflow', 'pydantic')}"
         " | {'imported_torch': 'torch' in sys.modules}))"
@@ -413,7 +413,7 @@ def test_image_serves_read_only_as_non_root(docker, image, model_dir, spec, rows
         assert resp.status_code == 200, resp.text
         got = resp.json()["outputs"][0]["data"]
         columns = {k: [np.nan if r[k] is None else r[k] for r in chosen] for k in spec.names}
-        np.testing.assert_allclose(got, runtime.load_onnx(model_dir).predict_proba(columns), rtol=1e-6)
+        np.testing.assert_allclose(got, scorer.load_onnx(model_dir).predict_proba(columns), rtol=1e-6)
         torch_proba = model_mod.load(model_dir).predict_proba(columns)
         np.testing.assert_allclose(got, torch_proba, rtol=0, atol=1e-4)  # gate.onnx_parity.max_abs_diff
         for _ in range(200):  # warm, then measure the memory of each container process

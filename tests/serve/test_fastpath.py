@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from mlops.errors import DataError
-from mlops.serve import metrics as metrics_mod
+from mlops.serve import prometheus as metrics_mod
 from mlops.serve import protocol
 from mlops.serve.encoding import Encoder
 from mlops.serve.fastpath import FastPath, columns

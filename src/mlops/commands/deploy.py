@@ -36,7 +36,7 @@ def add_promote(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_promote(args: argparse.Namespace, params: Any) -> None:
-    from mlops.deploy import promote
+    from mlops.gitops import promote
 
     result = promote.promote(
         args.repo,
@@ -60,7 +60,7 @@ def add_rollback(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_rollback(args: argparse.Namespace, params: Any) -> None:
-    from mlops.deploy import rollback
+    from mlops.gitops import rollback
 
     result = rollback.rollback(args.repo, args.env, by=args.by, push=args.push)
     if args.json:
@@ -97,7 +97,7 @@ def add_rehearse(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_rehearse(args: argparse.Namespace, params: Any) -> None:
-    from mlops.deploy import rehearse
+    from mlops.gitops import rehearse
 
     result = rehearse.run(
         args.repo,

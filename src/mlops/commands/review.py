@@ -46,7 +46,7 @@ def add_report(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_report(args: argparse.Namespace, params: Any) -> None:
-    from mlops import forge, report
+    from mlops import report, review_comment
 
     text = report.build(
         args.gate,
@@ -62,7 +62,7 @@ def cmd_report(args: argparse.Namespace, params: Any) -> None:
         comparison=report.Comparison(params.champion, params.evaluate.calibration_bins, args.data, args.test),
     )
     if args.post:
-        outcome = forge.post(text)
+        outcome = review_comment.post(text)
         if outcome["action"] == "skipped":
             print(
                 f"mlops report: not posted: {outcome['reason']}; the report is in {args.out}", file=sys.stderr

@@ -52,7 +52,7 @@ def load_reference(location: str, schema: SchemaParams, data: Path | None = None
         raise DataError(f"{location}: reference not readable as Parquet ({type(e).__name__}: {e})") from e
     missing = [f for f in schema.features if f not in frame.columns]
     if missing and schema.id in frame.columns and LABEL in frame.columns and data is not None:
-        frame = tables.test_rows(data, Path(location), schema.id)  # an encoded split: join the raw rows
+        frame = tables.split_rows(data, Path(location), schema.id)  # an encoded split: join the raw rows
         missing = [f for f in schema.features if f not in frame.columns]
     if missing:
         raise DataError(

@@ -1,9 +1,9 @@
 """providers: the retrain trigger's three CI APIs (see mlops.monitor.trigger): where to POST, how to
 authenticate, and how to list the recent retrain runs the cooldown asks for.
 
-GitHub `workflow_dispatch` and GitLab's pipeline trigger reuse `mlops.forge` (its API bases, repository
+GitHub `workflow_dispatch` and GitLab's pipeline trigger reuse `mlops.review_comment` (its API bases, repository
 ids and auth headers from the CI variables, and its HTTP helper, which names the provider, path and
-status and never the token); Jenkins gets the same `forge.Forge` shape with HTTP basic auth.
+status and never the token); Jenkins gets the same `review_comment.Forge` shape with HTTP basic auth.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mlops import forge
+from mlops import review_comment
 from mlops.errors import ConfigError
 from mlops.params.retrain import RetrainParams
 
@@ -29,8 +29,10 @@ class Target:
     """One provider's endpoints: the trigger call, the lookup of recent runs, and how to describe them."""
 
     provider: str
-    api: forge.Forge  # base URL + auth headers of the trigger call (forge._request does HTTP)
-    lookup: forge.Forge | None  # base + auth for listing recent runs; None: the CI cannot be asked
+    api: (
+        review_comment.Forge
+    )  # base URL + auth headers of the trigger call (review_comment._request does HTTP)
+    lookup: review_comment.Forge | None  # base + auth for listing recent runs; None: the CI cannot be asked
     trigger_path: str
     trigger_body: dict[str, Any] | None
     runs_path: str
@@ -49,7 +51,7 @@ def provider_of(params: RetrainParams, env: Mapping[str, str]) -> str:
     """`retrain.provider`, or for `auto` the forge of this environment (MLOPS_FORGE or the CI's variables)."""
     if params.provider != "auto":
         return params.provider
-    kind = forge.forge_kind(env)
+    kind = review_comment.forge_kind(env)
     if kind in ("github", "gitlab"):
         return kind
     raise ConfigError(
@@ -62,7 +64,7 @@ def github(params: RetrainParams, reason: str, env: Mapping[str, str], since: st
     cfg = params.github
     repo = cfg.repository or need(env, "GITHUB_REPOSITORY", "owner/name, or retrain.github.repository")
     token = need(env, cfg.token_env, "retrain.github.token_env: a token with actions: write")
-    api = forge.repository_api(
+    api = review_comment.repository_api(
         {**env, "MLOPS_FORGE": "github", "GITHUB_REPOSITORY": repo, "GITHUB_TOKEN": token}
     )
     workflow = urllib.parse.quote(cfg.workflow, safe="")
@@ -86,7 +88,9 @@ def gitlab(params: RetrainParams, reason: str, env: Mapping[str, str], since: st
     token = need(env, cfg.trigger_token_env, "retrain.gitlab.trigger_token_env: a pipeline trigger token")
     api_token = env.get(cfg.api_token_env, "") if cfg.api_token_env else ""
     repo_env = {**env, "MLOPS_FORGE": "gitlab", "CI_PROJECT_ID": project, "GITLAB_TOKEN": api_token or token}
-    lookup = forge.repository_api(repo_env)  # API base (CI_API_V4_URL) and PRIVATE-TOKEN for the lookup
+    lookup = review_comment.repository_api(
+        repo_env
+    )  # API base (CI_API_V4_URL) and PRIVATE-TOKEN for the lookup
     # the trigger token authenticates in the body; a PRIVATE-TOKEN header with it would be refused
     api = dataclasses.replace(lookup, headers={}, token=token)
     base = f"/projects/{urllib.parse.quote(project, safe='')}"
@@ -112,7 +116,7 @@ def jenkins(params: RetrainParams, reason: str, env: Mapping[str, str]) -> Targe
     user = need(env, cfg.user_env, "retrain.jenkins.user_env: the Jenkins user")
     token = need(env, cfg.token_env, "retrain.jenkins.token_env: the user's API token")
     basic = base64.b64encode(f"{user}:{token}".encode()).decode()
-    api = forge.Forge("jenkins", job, "", "", "POST", {"Authorization": f"Basic {basic}"}, token)
+    api = review_comment.Forge("jenkins", job, "", "", "POST", {"Authorization": f"Basic {basic}"}, token)
     tree = "builds[number,url,timestamp,actions[parameters[name,value]]]{0,20}"
     return Target(
         "jenkins",
@@ -139,9 +143,9 @@ def recent_run(target: Target, since: dt.datetime) -> dict[str, Any] | None:
     """The newest retrain run the CI started at or after `since` ({started, url}), or None.
 
     Raises:
-        forge.ForgeError: the lookup failed (the caller falls back to `retrain.state_url`).
+        review_comment.ForgeError: the lookup failed (the caller falls back to `retrain.state_url`).
     """
-    answer, _ = forge._request(target.lookup, "GET", target.runs_path)
+    answer, _ = review_comment._request(target.lookup, "GET", target.runs_path)
     if target.provider == "github":
         runs = [(r.get("created_at"), r.get("html_url")) for r in (answer or {}).get("workflow_runs", [])]
     elif target.provider == "gitlab":
@@ -164,12 +168,12 @@ def recent_run(target: Target, since: dt.datetime) -> dict[str, Any] | None:
     return {"started": t, "url": url}
 
 
-def with_crumb(api: forge.Forge) -> forge.Forge:
+def with_crumb(api: review_comment.Forge) -> review_comment.Forge:
     """The Jenkins API with its CSRF crumb header, when the server issues one (404: CSRF protection off)."""
     root = api.api.split("/job/", 1)[0]
     try:
-        crumb, _ = forge._request(dataclasses.replace(api, api=root), "GET", "/crumbIssuer/api/json")
-    except forge.ForgeError as e:
+        crumb, _ = review_comment._request(dataclasses.replace(api, api=root), "GET", "/crumbIssuer/api/json")
+    except review_comment.ForgeError as e:
         if "HTTP 404" in str(e):
             return api
         raise

@@ -12,7 +12,7 @@ restores the pushed outputs from the run-cache, gates the candidate again and po
 only its merge registers and promotes the model (main's pipeline). Nothing changed (the data and params
 are as the branch already has them): nothing is committed and the command says so.
 
-Git and forge steps are the promotion's (`mlops.deploy.promote.git`, `mlops.forge.open_merge_request`).
+Git and forge steps are the promotion's (`mlops.gitops.promote.git`, `mlops.review_comment.open_merge_request`).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from mlops import forge
-from mlops.deploy import record as rec
-from mlops.deploy.promote import git, repo_root
+from mlops import review_comment
+from mlops.gitops import record as rec
+from mlops.gitops.promote import git, repo_root
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ def open_retrain_mr(
 
     Raises:
         ConfigError: not a git checkout, git failed, or no forge configured when pushing (exit 2).
-        forge.ForgeError: the forge refused the merge request (the token never in the message).
+        review_comment.ForgeError: the forge refused the merge request (the token never in the message).
     """
     repo = repo_root(repo)
     changes = changed_files(repo)
@@ -118,7 +118,7 @@ def open_retrain_mr(
         return {"action": "unchanged"}
     settings = rec.load_settings(repo / rec.SETTINGS)
     if push:
-        forge.repository_api(env)  # no forge configured: refuse before anything is pushed
+        review_comment.repository_api(env)  # no forge configured: refuse before anything is pushed
     branch = f"retrain/{(today or dt.datetime.now(dt.UTC).date()).isoformat()}"
     reason = " ".join(reason.split()) or "unspecified"
     title = f"retrain: {reason}"[:250]
@@ -148,6 +148,6 @@ def open_retrain_mr(
     if not push:
         log.info("retrain-mr: committed %s on %s (not pushed)", ", ".join(files), branch)
         return {"action": "committed", **result}
-    mr = forge.open_merge_request(branch, target, title, description, env)
+    mr = review_comment.open_merge_request(branch, target, title, description, env)
     log.info("retrain-mr: merge request %s (%s) from %s into %s", mr["id"], mr["action"], branch, target)
     return {"action": "merge-request", **result, "merge_request": mr}

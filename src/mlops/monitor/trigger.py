@@ -12,7 +12,7 @@ opens a review merge request; it never deploys by itself. The provider comes fro
   token), and the CSRF crumb when the server issues one.
 
 Tokens are read only from the environment variables that params name (never from params themselves);
-API bases and repository/project ids default to the CI variables `mlops.forge` already reads
+API bases and repository/project ids default to the CI variables `mlops.review_comment` already reads
 (`GITHUB_API_URL`, `GITHUB_REPOSITORY`, `CI_API_V4_URL`, `CI_PROJECT_ID`, `JOB_URL`). In a cluster, the
 chart sets them on the CronJob.
 
@@ -47,7 +47,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mlops import forge
+from mlops import review_comment
 from mlops.errors import MlopsError
 from mlops.monitor import providers
 from mlops.monitor.providers import JENKINS_PARAMETER, REASON_VARIABLE
@@ -111,7 +111,7 @@ def _start(target: providers.Target) -> str | None:
     api = target.api
     if target.provider == "jenkins":
         api = providers.with_crumb(api)
-    answer, _ = forge._request(api, "POST", target.trigger_path, target.trigger_body)
+    answer, _ = review_comment._request(api, "POST", target.trigger_path, target.trigger_body)
     if isinstance(answer, dict) and answer.get("web_url"):  # GitLab: the new pipeline
         return str(answer["web_url"])
     return target.web_url
@@ -157,9 +157,11 @@ def trigger_retrain(
 
     try:
         url = _start(target)
-    except forge.ForgeError as e:
+    except review_comment.ForgeError as e:
         raise TriggerFailed(
-            forge.redact(f"retrain trigger: {e} (is {target.token_env} valid for this?)", target.api.token)
+            review_comment.redact(
+                f"retrain trigger: {e} (is {target.token_env} valid for this?)", target.api.token
+            )
         ) from None
     log.info("retrain: %s pipeline triggered on %s (%s)", provider, params.ref, reason)
     if params.state_url:
@@ -181,7 +183,7 @@ def _cooldown(target: providers.Target, params: RetrainParams, since: dt.datetim
         try:
             run = providers.recent_run(target, since)
             asked = True
-        except forge.ForgeError as e:
+        except review_comment.ForgeError as e:
             log.warning("retrain: could not ask %s for recent runs (%s)", target.provider, e)
             run = None
         if run:

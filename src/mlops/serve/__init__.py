@@ -1,5 +1,5 @@
 """serve: the Open Inference Protocol (KServe v2 REST) model server with Prometheus metrics, dynamic
-micro-batching and a sampled prediction log. `mlops serve` calls `run`; see README.md here for the API.
+micro-batching and a sampled prediction log. `mlops serve` calls `run`; the API is in the README section "Serving".
 """
 
 from __future__ import annotations

@@ -41,8 +41,8 @@ from mlops.serve.batching import Batcher
 from mlops.serve.encoding import Encoder
 from mlops.serve.fastpath import FastPath
 from mlops.serve.fastpath import columns as fast_columns
-from mlops.serve.metrics import Metrics
 from mlops.serve.predlog import PredictionLog
+from mlops.serve.prometheus import Metrics
 
 log = logging.getLogger(__name__)
 JSON = b"application/json"
@@ -76,9 +76,9 @@ def load_backend(model_dir: str, backend: str, threads: int) -> Any:
     `torch` (model.safetensors on torch). Its `forward` takes float32 rows [rows, features] and returns
     the float64 positive-class probabilities [rows]."""
     if backend == "onnx":
-        from mlops import runtime
+        from mlops import scorer
 
-        return runtime.load_onnx(model_dir, threads)
+        return scorer.load_onnx(model_dir, threads)
     import torch
 
     from mlops import model as model_mod
@@ -123,7 +123,7 @@ def serving_forward(loaded: Any) -> Any:
     session = getattr(getattr(loaded, "session", None), "_sess", None)
     if getattr(loaded, "backend", None) != "onnx" or session is None:
         return loaded.forward
-    from mlops.runtime import INPUT, OUTPUT
+    from mlops.scorer import INPUT, OUTPUT
 
     run, outputs = session.run, [OUTPUT]
 

@@ -35,7 +35,7 @@ def preload(backend: str = "onnx") -> None:
     if backend == "onnx":
         import onnxruntime  # noqa: F401
 
-        import mlops.runtime  # noqa: F401
+        import mlops.scorer  # noqa: F401
     else:
         import torch  # noqa: F401
 

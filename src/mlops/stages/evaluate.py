@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlops import files, labels, runtime
+from mlops import files, labels, scorer
 from mlops.labels import LABEL
 from mlops.metrics import expected_calibration_error as expected_calibration_error
 from mlops.metrics import pr_curve, roc_curve, scores
@@ -25,7 +25,7 @@ from mlops.params.base import Section, Sections
 from mlops.params.evaluate import EvaluateParams
 from mlops.params.served import ServedBackend
 from mlops.paths import add_paths
-from mlops.tables import test_rows
+from mlops.tables import split_rows
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def plot_data(
     }
 
 
-def scorer(model_dir: Path, backend: str) -> runtime.Scorer:
+def served_scorer(model_dir: Path, backend: str) -> scorer.Scorer:
     """The model as it is served: the ONNX export on ONNX Runtime with `serve.backend: onnx` (no torch
     import; the safetensors' sha256 is still verified), else the torch network. Without an export
     (`train.onnx.exporter: none`) torch scores and the gate's parity rule fails the candidate."""
@@ -108,7 +108,7 @@ def scorer(model_dir: Path, backend: str) -> runtime.Scorer:
 
         meta, _ = artifact.verify(model_dir, "weights")  # the record of truth is checked either way
         if meta.get("onnx"):
-            return runtime.load_onnx(model_dir)
+            return scorer.load_onnx(model_dir)
     from mlops import model as model_lib
 
     return model_lib.load(model_dir)
@@ -138,9 +138,9 @@ def run(
         The metrics written.
     """
     log.info("evaluate: %s on %s", model_dir, test)
-    model = scorer(model_dir, backend)
+    model = served_scorer(model_dir, backend)
     meta = model.metadata
-    rows = test_rows(data, test, meta["id"])
+    rows = split_rows(data, test, meta["id"])
     y = rows[LABEL].to_numpy(dtype=int)
     p = model.predict_proba(rows)
     result = {

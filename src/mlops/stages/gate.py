@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlops import artifact, files, runtime
+from mlops import artifact, files, scorer
 from mlops.errors import DataError, GateFailed
 from mlops.params.base import Section, Sections
 from mlops.params.gate import GateParams
@@ -124,7 +124,7 @@ def measure(call: Callable[[], Any], budget_ms: float, repeats: int, warmup: int
 
 
 def parity_rule(
-    params: GateParams, backend: str, p_torch: np.ndarray, served: runtime.Scorer | None, rows: Any
+    params: GateParams, backend: str, p_torch: np.ndarray, served: scorer.Scorer | None, rows: Any
 ) -> tuple[dict[str, Any], float | None]:
     """`onnx_parity.max_abs_diff`: the served ONNX export against the torch network on the test rows.
 
@@ -142,7 +142,7 @@ def parity_rule(
 
 
 def budget_rules(
-    params: GateParams, model: runtime.Scorer, rows: Any, model_dir: Path
+    params: GateParams, model: scorer.Scorer, rows: Any, model_dir: Path
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Latency (p95 single row and batch, through raw columns as served) and model size budgets.
 
@@ -196,13 +196,13 @@ def budget_rules(
 
 def served_model(
     backend: str, cand: model_lib.LoadedModel, model_dir: Path, threads: int
-) -> tuple[runtime.Scorer, runtime.Scorer | None]:
+) -> tuple[scorer.Scorer, scorer.Scorer | None]:
     """(the model on the served backend for the latency rules, the ONNX model or None if not served).
 
     With `onnx` and no ONNX export, latency is measured on torch and the parity rule fails.
     """
     if backend == "onnx" and cand.metadata.get("onnx"):
-        onnx = runtime.load_onnx(model_dir, threads)
+        onnx = scorer.load_onnx(model_dir, threads)
         return onnx, onnx
     import torch
 
@@ -272,7 +272,7 @@ def run(
     import json
 
     from mlops import model as model_lib
-    from mlops.tables import test_rows
+    from mlops.tables import split_rows
 
     log.info("gate: %s (metrics %s)", model_dir, metrics_path)
     cand = model_lib.load(model_dir)
@@ -281,7 +281,7 @@ def run(
     except (OSError, ValueError) as e:
         raise DataError(f"{metrics_path}: unreadable metrics ({e}); run `mlops evaluate` first") from e
     rules = absolute_rules(params, metrics["test"]) + slice_rules(params, metrics.get("slices", {}))
-    rows = test_rows(data, test, cand.metadata["id"])
+    rows = split_rows(data, test, cand.metadata["id"])
     served, onnx = served_model(backend, cand, model_dir, params.latency.threads)
     parity, parity_diff = parity_rule(params, backend, cand.predict_proba(rows), onnx, rows)
     budget, timings = budget_rules(params, served, rows, model_dir)
@@ -299,7 +299,7 @@ def run(
         "passed": not failed,
         "failed": failed,
         "candidate": {"name": cand.name, "sha256": cand.metadata["weights"]["sha256"]},
-        "test_rows": int(len(rows)),
+        "split_rows": int(len(rows)),
         "rules": rules,
         "timings": str(timings_path) if timings_path is not None else None,
     }

@@ -1,4 +1,4 @@
-"""champion: the promotion record `deploy/envs/<env>/model.yaml`, read-only (only `mlops promote` writes it).
+"""records: the promotion record of any environment, `deploy/envs/<env>/model.yaml`, read-only (only `mlops promote` writes it).
 
 The record names the model version running in an environment: name, version, uri, sha256, metrics,
 git_sha, promoted_at, promoted_by, previous. No file means no model was promoted there yet.
@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from mlops.errors import ConfigError
 
 
-class ChampionRecord(BaseModel):
+class PromotionRecord(BaseModel):
     """`deploy/envs/<env>/model.yaml`: the model version promoted to an environment (written by promote)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
@@ -32,7 +32,7 @@ class ChampionRecord(BaseModel):
     previous: Any = None
 
 
-def read_champion(path: str | os.PathLike[str]) -> ChampionRecord | None:
+def read_record(path: str | os.PathLike[str]) -> PromotionRecord | None:
     """Read a promotion record; None when the file does not exist (no champion yet).
 
     Raises:
@@ -48,7 +48,7 @@ def read_champion(path: str | os.PathLike[str]) -> ChampionRecord | None:
     if isinstance(data, dict) and data.get("version") is not None:
         data = {**data, "version": str(data["version"])}
     try:
-        return ChampionRecord.model_validate(data)
+        return PromotionRecord.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
         raise ConfigError(f"{path}: {'.'.join(map(str, err['loc'])) or '(top level)'}: {err['msg']}") from e

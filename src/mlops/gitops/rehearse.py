@@ -1,9 +1,9 @@
 """rehearse: run an environment's rendered pod under Docker as the kubelet would, and check that it serves.
 
 The environment's Application is computed from the ApplicationSet and its chart rendered
-(`mlops.deploy.render`), exactly as Argo CD would; extra Helm parameters may be set like `argocd app set
+(`mlops.gitops.render`), exactly as Argo CD would; extra Helm parameters may be set like `argocd app set
 -p`. From the Deployment's (or Rollout's) pod template, each init container runs to completion, then the
-server container starts, each as `docker run` translated from the rendering by `mlops.deploy.pod`
+server container starts, each as `docker run` translated from the rendering by `mlops.gitops.pod`
 (command, args, env, user, read-only root, capabilities, volumes; no resources; host network, a wildcard
 bind address made 127.0.0.1). No registry is pulled from: `images` tags local images under the rendered
 references; the Secrets the pod reads are given as `secrets`.
@@ -26,9 +26,9 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from mlops.deploy import record as rec
-from mlops.deploy.pod import Docker, Pod, config_data, pod_template, provide_images
 from mlops.errors import ConfigError, RehearsalFailed
+from mlops.gitops import record as rec
+from mlops.gitops.pod import Docker, Pod, config_data, pod_template, provide_images
 
 log = logging.getLogger(__name__)
 
@@ -289,7 +289,7 @@ def run(
     Returns:
         rehearse_pod's result plus env, application, record {name, version, sha256}.
     """
-    from mlops.deploy import render
+    from mlops.gitops import render
 
     repo = Path(repo)
     record = rec.read(rec.record_path(repo, env))

@@ -1,4 +1,4 @@
-"""runtime: the served model without torch — model.json + model.onnx on ONNX Runtime.
+"""scorer: the served model without torch — model.json + model.onnx on ONNX Runtime.
 
 `Scorer` is what every consumer of a trained model uses (the server, the gate, evaluate, the MLflow
 pyfunc): raw feature columns -> preprocessing (model.json's state) -> `forward` (float32 rows

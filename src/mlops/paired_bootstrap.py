@@ -1,4 +1,4 @@
-"""bootstrap: a seeded paired bootstrap of metric differences between two models on the same rows.
+"""paired_bootstrap: a seeded paired bootstrap of metric differences between two models on the same rows.
 
 A resample is represented by how often each row was drawn (a multinomial count vector), so every
 metric of `metrics.scores` is computed for a whole block of resamples at once as a weighted metric:

@@ -3,7 +3,7 @@
 
 The record is the one file that says which model version runs in an environment (git is the source of
 truth; the MLflow alias `<env>` mirrors it). Only `mlops promote` and `mlops rollback` write it, atomically.
-Its fields (DESIGN.md contract): name, version, uri, sha256, metrics, git_sha (the commit that produced
+Its fields: name, version, uri, sha256, metrics, git_sha (the commit that produced
 the model), promoted_at, promoted_by, previous ({version, uri, sha256} of the record it replaced, or null).
 
 The settings name the branch Argo CD tracks, the git remote, and per environment whether it is protected:
@@ -20,15 +20,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from mlops import files
-from mlops.champion import ChampionRecord, read_champion
 from mlops.errors import ConfigError
+from mlops.records import PromotionRecord, read_record
 
 ENVS_DIR = Path("deploy/envs")
 RECORD = "model.yaml"
 SETTINGS = Path("deploy/promotion.yaml")
 FIELDS = ("name", "version", "uri", "sha256", "metrics", "git_sha", "promoted_at", "promoted_by", "previous")
 HEADER = (
-    "# Promotion record: the model version this environment runs (DESIGN.md contract).\n"
+    "# Promotion record: the model version this environment runs (fields: src/mlops/gitops/record.py).\n"
     "# Written only by `mlops promote` / `mlops rollback`; change it through them, not by hand.\n"
 )
 
@@ -84,12 +84,12 @@ def record_path(repo: Path, env: str) -> Path:
     return repo / ENVS_DIR / env / RECORD
 
 
-def read(path: Path) -> ChampionRecord | None:
+def read(path: Path) -> PromotionRecord | None:
     """The record at `path`, or None when the environment has none yet (ConfigError if invalid)."""
-    return read_champion(path)
+    return read_record(path)
 
 
-def pointer(record: ChampionRecord | dict[str, Any] | None) -> dict[str, str] | None:
+def pointer(record: PromotionRecord | dict[str, Any] | None) -> dict[str, str] | None:
     """{version, uri, sha256} of a record: what a new record keeps as `previous`."""
     if record is None:
         return None

@@ -1,4 +1,4 @@
-"""metrics: the server's Prometheus metrics and their exposition.
+"""prometheus: the server's Prometheus metrics and their exposition.
 
 With several worker processes, prometheus_client runs in multiprocess mode: `PROMETHEUS_MULTIPROC_DIR`
 is set by the supervisor before any worker imports prometheus_client, and a scrape of any worker

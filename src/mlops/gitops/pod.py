@@ -6,7 +6,7 @@ containers; ConfigMap/Secret: files) and translates each container: command -> e
 supplementalGroups as groups, runAsNonRoot enforced, read-only root filesystem, capabilities,
 no-new-privileges, seccomp, working directory, volume mounts (read-only where declared). Resources are
 left out. Containers use the host's network; a wildcard bind address in the command line becomes
-127.0.0.1 (recorded in `Pod.changed`). Used by `mlops.deploy.rehearse`.
+127.0.0.1 (recorded in `Pod.changed`). Used by `mlops.gitops.rehearse`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""bundle: what a registered MLflow pyfunc carries so it loads without this package installed.
+"""pyfunc_bundle: what a registered MLflow pyfunc carries so it loads without this package installed.
 
 `mlops register` logs `pyfunc_model.py` as a "models from code" pyfunc. Everything that file needs at
 load and predict time must travel with it:

@@ -1,4 +1,4 @@
-"""forge: post the review report as ONE merge-request comment on GitHub or GitLab (created, then updated).
+"""review_comment: post the review report as ONE merge-request comment on GitHub or GitLab (created, then updated).
 
 The forge is chosen from the CI's environment: GitHub Actions (`GITHUB_ACTIONS=true`: pull request
 comments through the issues comments API, token `GITHUB_TOKEN`) or GitLab CI (`GITLAB_CI=true`: merge

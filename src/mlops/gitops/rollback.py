@@ -17,9 +17,9 @@ from typing import Any
 
 import yaml
 
-from mlops.deploy import promote as prom
-from mlops.deploy import record as rec
 from mlops.errors import PromotionRefused
+from mlops.gitops import promote as prom
+from mlops.gitops import record as rec
 
 log = logging.getLogger(__name__)
 

@@ -31,9 +31,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops import registry, tracking
-from mlops.champion import ChampionRecord
-from mlops.deploy import record as rec
 from mlops.errors import ChecksumMismatch, ConfigError, ModelNotReady, PromotionRefused
+from mlops.gitops import record as rec
+from mlops.records import PromotionRecord
 
 if TYPE_CHECKING:  # pydantic's params classes: rollback runs without params.yaml
     from mlops.params.champion import ChampionParams
@@ -214,7 +214,7 @@ def apply(
     Returns:
         {action: committed|merge-request, env, name, version, record, commit, branch?, merge_request?}.
     """
-    from mlops import forge
+    from mlops import review_comment
 
     settings_path = repo / rec.SETTINGS
     settings = rec.load_settings(settings_path)
@@ -242,7 +242,7 @@ def apply(
             result["commit"][:12],
         )
         return result
-    forge.repository_api()  # no forge configured: refuse before anything is pushed
+    review_comment.repository_api()  # no forge configured: refuse before anything is pushed
     branch = f"{branch_prefix}/{env}/{new['name']}-{new['version']}"
     with tempfile.TemporaryDirectory(prefix="mlops-promote-wt-") as tmp:
         tree = Path(tmp) / "tree"
@@ -256,7 +256,7 @@ def apply(
         finally:
             git(repo, "worktree", "remove", "--force", str(tree), check=False)
     title, _, body = message.partition("\n\n")
-    mr = forge.open_merge_request(branch, settings.branch, title, body)
+    mr = review_comment.open_merge_request(branch, settings.branch, title, body)
     log.info("promote: %s merge request %s (%s) from %s", env, mr["id"], mr["action"], branch)
     return {**result, "action": "merge-request", "commit": commit, "branch": branch, "merge_request": mr}
 
@@ -300,7 +300,7 @@ def promote(
     settings_path = repo / rec.SETTINGS
     rec.load_settings(settings_path).env(env, settings_path)  # an undeclared env: exit 2 before any work
     path = rec.record_path(repo, env)
-    current: ChampionRecord | None = rec.read(path)
+    current: PromotionRecord | None = rec.read(path)
     name = name or (current.name if current else default_name)
     with tempfile.TemporaryDirectory(prefix="mlops-promote-") as tmp:
         candidate_dir = Path(tmp) / "candidate"
