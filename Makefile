@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 PHONY_INTERNAL := pipeline-ci release-ci promote-ci
-.PHONY: $(PHONY_INTERNAL) ci-promote help install install-dev system-packages run test lint ci-verify ci-test-e2e ci-test-docker ci-image ci-image-tag ci-image-pin ci-image-publish registry-login ci-train ci-retrain ci-report ci-release fingerprint ingest validate featurize train evaluate gate register report drift bench-pipeline bench-ci serve docker-build bench-serving clean chart-check monitoring-check docker-build-fetch docker-build-monitor docker-build-pipeline oip-clients rehearse training-job-stage kfp-pipeline
+.PHONY: $(PHONY_INTERNAL) ci-promote ci-variables help install install-dev system-packages run test lint ci-verify ci-test-e2e ci-test-docker ci-image ci-image-tag ci-image-pin ci-image-publish registry-login ci-train ci-retrain ci-report ci-release fingerprint ingest validate featurize train evaluate gate register report drift bench-pipeline bench-ci serve docker-build bench-serving clean chart-check monitoring-check docker-build-fetch docker-build-monitor docker-build-pipeline oip-clients rehearse training-job-stage kfp-pipeline
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -136,22 +136,37 @@ clean: ## remove pipeline outputs and the local MLflow store (not the DVC cache 
 
 # ---------------------------------------------------------------------------------------------------
 # CI jobs: every job in .github/workflows/, .gitlab-ci.yml and Jenkinsfile is exactly one of these.
-# Optional environment: DVC_REMOTE_URL (shared DVC remote), MLFLOW_TRACKING_URI, forge tokens.
+# The environment they read is one contract, src/mlops/ci_variables/ (the table:
+# docs/reference/ci-variables.md, `make ci-variables`). Each job's first prerequisite, <job>-vars, checks
+# it under CI=true: exit 2 naming each missing variable, before anything is installed or run; outside CI
+# it does nothing and the jobs run on the embedded defaults (local MLflow store, local DVC remote).
+# Standard library only: ci-image-publish runs it with the runner's python3, the others in the CI image.
+CI_JOBS := ci-image-publish ci-verify ci-test-e2e ci-test-docker ci-train ci-retrain ci-report ci-release ci-promote
+.PHONY: $(CI_JOBS:%=%-vars)
+$(CI_JOBS:%=%-vars): %-vars:
+	@PYTHONPATH=$(CURDIR)/src $(firstword $(wildcard $(BIN)/python) $(PYTHON)) -B -m mlops.ci_variables check $*
+
+ci-variables: ## write docs/reference/ci-variables.md from the CI variables contract (src/mlops/ci_variables/)
+	@PYTHONPATH=$(CURDIR)/src $(firstword $(wildcard $(BIN)/python) $(PYTHON)) -m mlops.ci_variables markdown \
+		--out docs/reference/ci-variables.md
 
 define use_ci_remote
 	@if [ -n "$$DVC_REMOTE_URL" ]; then dvc remote add --local --force --default ci "$$DVC_REMOTE_URL"; fi
 endef
 
-# docker login to the registry of IMAGE_REGISTRY with the CI system's own credentials (when given)
+# docker login to the registry of IMAGE_REGISTRY with the CI system's own credentials (when given; the
+# contract refuses one without the other). Without them the runner's own login (a credential helper) is used.
 define registry_login
 	@if [ -n "$$REGISTRY_USER" ] && [ -n "$$REGISTRY_PASSWORD" ]; then \
 		printf '%s' "$$REGISTRY_PASSWORD" | docker login --username "$$REGISTRY_USER" --password-stdin "$${IMAGE_REGISTRY%%/*}"; \
 	else echo "ci: REGISTRY_USER/REGISTRY_PASSWORD not set: using the runner's existing docker login"; fi
 endef
 
+# DVC_REMOTE_URL is optional only for ci-train (a fork's merge request gets no secrets: nothing to push
+# to); ci-retrain requires it (the contract), so its outputs always reach the remote.
 define push_if_remote
 	@if [ -n "$$DVC_REMOTE_URL" ]; then dvc push --run-cache; \
-	else echo "ci: DVC_REMOTE_URL is not set (fork or no secrets): outputs not pushed"; fi
+	else echo "ci: DVC_REMOTE_URL is not set (a fork's merge request gets no secrets): outputs not pushed"; fi
 endef
 
 # The test suite split across CI jobs (together: all of `make test`; a test checks the split):
@@ -172,14 +187,14 @@ if [ -n "$$MLOPS_DIFF_BASE" ] && git cat-file -e "$$MLOPS_DIFF_BASE^{commit}" 2>
 	echo "--from-ref $$MLOPS_DIFF_BASE --to-ref HEAD"; else echo "--all-files"; fi
 endef
 
-ci-verify: install-dev ## CI job verify: lint (a merge request: the files it changes) and the fast tests
+ci-verify: ci-verify-vars install-dev ## CI job verify: lint (a merge request: the files it changes) and the fast tests
 	$(BIN)/pre-commit run $$($(lint_scope)) --show-diff-on-failure
 	PYTHONDONTWRITEBYTECODE= $(BIN)/pytest -m "not e2e and not slow and not docker" -n auto $(PYTEST_ARGS)
 
-ci-test-e2e: install-dev ## CI job test-e2e: the slow and end-to-end tests (real servers, pipelines, gitlab-ci-local)
+ci-test-e2e: ci-test-e2e-vars install-dev ## CI job test-e2e: the slow and end-to-end tests (real servers, pipelines, gitlab-ci-local)
 	$(BIN)/pytest -m "(e2e or slow) and not docker" $(PYTEST_ARGS)
 
-ci-test-docker: install-dev ## CI job test-docker: image build/run and deploy rehearsal (starts dockerd: root, privileged)
+ci-test-docker: ci-test-docker-vars install-dev ## CI job test-docker: image build/run and deploy rehearsal (starts dockerd: root, privileged)
 	$(BIN)/pytest -m docker $(PYTEST_ARGS)
 
 # The CI image (Dockerfile.ci), tagged by the hash of what it is built from.
@@ -200,7 +215,7 @@ ci-image-pin: ## write the CI image tag into the three CI files (after a depende
 registry-login: ## docker login to IMAGE_REGISTRY's host with REGISTRY_USER/REGISTRY_PASSWORD (when set)
 	$(registry_login)
 
-ci-image-publish: ## CI job ci-image: build and push the CI image unless IMAGE_REGISTRY already has its tag
+ci-image-publish: ci-image-publish-vars ## CI job ci-image: build and push the CI image unless IMAGE_REGISTRY already has its tag
 	@if [ -z "$$IMAGE_REGISTRY" ]; then echo "ci-image-publish: error: IMAGE_REGISTRY is not set" >&2; exit 2; fi
 	$(registry_login)
 	@if docker manifest inspect "$$IMAGE_REGISTRY/$(CI_IMAGE)" >/dev/null 2>&1; then \
@@ -216,7 +231,7 @@ changed="$$(git diff --name-only "$${MLOPS_DIFF_BASE:-HEAD^}" HEAD 2>/dev/null)"
 	[ -n "$$changed" ] && ! printf '%s\n' "$$changed" | grep -qv '^deploy/envs/'
 endef
 
-ci-train: install ## CI job train: restore the run-cache, reproduce the pipeline (gate included), push
+ci-train: ci-train-vars install ## CI job train: restore the run-cache, reproduce the pipeline (gate included), push
 	@if $(deploy_only); then echo "ci-train: only deploy/envs/ changed: nothing to train"; \
 	else $(MAKE) --no-print-directory pipeline-ci LOCK_CHECK=1; fi
 
@@ -237,42 +252,55 @@ pipeline-ci:
 # Retraining never deploys by itself: the job reproduces the pipeline (gate included) and opens a review
 # merge request from retrain/<date>; only its merge registers and promotes (main's pipeline). Started by
 # the schedule, by hand, or by `mlops trigger-retrain` (drift job, Alertmanager) with MLOPS_RETRAIN_REASON.
-ci-retrain: install ## CI job retrain (schedule, dispatch, trigger): re-fingerprint, reproduce (gate included), push, open the review merge request retrain/<date>
+ci-retrain: ci-retrain-vars install ## CI job retrain (schedule, dispatch, trigger): re-fingerprint, reproduce (gate included), push, open the review merge request retrain/<date>
 	$(MAKE) --no-print-directory pipeline-ci
 	@if [ -n "$$PROMOTE_PUSH_URL" ]; then git remote set-url --push origin "$$PROMOTE_PUSH_URL"; fi
 	mlops retrain-mr --reason "$${MLOPS_RETRAIN_REASON:-scheduled retrain}"
 
 # With a production record, the report compares the candidate with that champion on the test rows
 # (fetched from the registry: MLFLOW_TRACKING_URI), so it needs the raw table and the test split.
-ci-report: install ## CI job report: write the review report, post or update the merge-request comment
+ci-report: ci-report-vars install ## CI job report: write the review report, post or update the merge-request comment
 	$(use_ci_remote)
 	@if [ -f deploy/envs/production/model.yaml ] && [ ! -f data/processed/test.parquet ]; then \
 		dvc pull --allow-missing data/raw/data.parquet data/processed/test.parquet models/model.safetensors models/model.onnx \
 		|| echo "ci-report: test rows not restored from the DVC remote (DVC_REMOTE_URL): the champion comparison will name what is missing"; fi
 	mlops report --post
 
-ci-release: install ## CI job release: register the gated model in MLflow, build (and push) the images
+ci-release: ci-release-vars install ## CI job release: register the gated model in MLflow, build (and push) the images
 	@if $(deploy_only); then echo "ci-release: only deploy/envs/ changed: nothing to release"; \
 	else $(MAKE) --no-print-directory release-ci; fi
 
+# The release builds and pushes the images: under CI it stops before registering anything when there is
+# no Docker engine (GitLab: a runner tagged docker-socket; GitHub: the socket every job container gets;
+# Jenkins: the release agent's socket mount), or when the data the model version carries (the drift
+# reference from the training rows, the evaluation rows promote compares candidate and champion on)
+# cannot be pulled. Outside CI it registers what it has and builds local images when it can.
+RELEASE_DATA := data/raw/data.parquet data/processed/train.parquet data/processed/test.parquet
+define docker_engine
+command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1
+endef
+
 release-ci:
-	@if [ "$$CI" = "true" ] && [ -z "$$MLFLOW_TRACKING_URI" ]; then \
-		echo "ci-release: error: MLFLOW_TRACKING_URI is not set: in CI the model must be registered in the team's MLflow server, not a throwaway local store (set the CI secret)" >&2; \
+	@if [ "$$CI" = "true" ] && ! { $(docker_engine); }; then \
+		echo "ci-release: error: no Docker engine$${DOCKER_HOST:+ at DOCKER_HOST=$$DOCKER_HOST} (docker info failed): the release builds and pushes the images, so nothing is registered; run the job where it gets one (see DOCKER_HOST in docs/reference/ci-variables.md)" >&2; \
 		exit 2; fi
 	$(use_ci_remote)
 	@# the drift reference (reference.parquet in the model version) is sampled from the training rows
 	@# and the evaluation rows (evaluation.parquet) promote compares candidate and champion on
-	@dvc pull --allow-missing data/raw/data.parquet data/processed/train.parquet data/processed/test.parquet \
-		|| echo "ci-release: data not restored from the DVC remote: registered without a drift reference or evaluation rows"
+	@dvc pull --allow-missing $(RELEASE_DATA) || { \
+		if [ "$$CI" = "true" ]; then echo "ci-release: error: dvc pull from the DVC remote (DVC_REMOTE_URL) failed: nothing registered" >&2; exit 2; fi; \
+		echo "ci-release: data not restored from the DVC remote: registered without a drift reference or evaluation rows"; }
+	@if [ "$$CI" = "true" ]; then missing=; for f in $(RELEASE_DATA); do [ -f "$$f" ] || missing="$$missing $$f"; done; \
+		if [ -n "$$missing" ]; then echo "ci-release: error: not in the DVC remote (DVC_REMOTE_URL):$$missing (the train job pushes them): without them the version has no drift reference and promote cannot compare it with the champion; nothing registered" >&2; exit 2; fi; fi
 	mlops register
-	@if ! command -v docker >/dev/null 2>&1 || ! docker info >/dev/null 2>&1; then \
-		echo "ci-release: no Docker engine on this runner: images not built"; \
+	@if ! { $(docker_engine); }; then \
+		echo "ci-release: no Docker engine here (outside CI): model registered, images not built"; \
 	elif [ -z "$$IMAGE_REGISTRY" ]; then \
 		$(SERVE_BUILD) -t mlops-serve:$$(git rev-parse --short HEAD) . && \
 		$(SERVE_BUILD) -f Dockerfile.fetch -t mlops-fetch:$$(git rev-parse --short HEAD) . && \
 		$(SERVE_BUILD) -f Dockerfile.monitor -t mlops-monitor:$$(git rev-parse --short HEAD) . && \
 		$(SERVE_BUILD) -f Dockerfile.pipeline -t mlops-pipeline:$$(git rev-parse --short HEAD) . && \
-		echo "ci-release: IMAGE_REGISTRY is not set: images built, not pushed"; \
+		echo "ci-release: IMAGE_REGISTRY is not set (outside CI): images built, not pushed"; \
 	else \
 		$(subst @,,$(registry_login)) && \
 		$(SERVE_BUILD) -t $$IMAGE_REGISTRY/mlops-serve:$$(git rev-parse --short HEAD) . && \
@@ -287,13 +315,11 @@ release-ci:
 		  { $(CI_IMAGE_BUILD) -t "$$IMAGE_REGISTRY/$(CI_IMAGE)" . && docker push "$$IMAGE_REGISTRY/$(CI_IMAGE)"; }; }; \
 	fi
 
-ci-promote: install ## CI job promote (main): promote the candidate to staging (commit) and open the production merge request
+ci-promote: ci-promote-vars install ## CI job promote (main): promote the candidate to staging (commit) and open the production merge request
 	@if $(deploy_only); then echo "ci-promote: only deploy/envs/ changed: nothing to promote"; \
 	else $(MAKE) --no-print-directory promote-ci; fi
 
 promote-ci:
-	@if [ -z "$$MLFLOW_TRACKING_URI" ]; then \
-		echo "ci-promote: error: MLFLOW_TRACKING_URI is not set: promotion reads the registry" >&2; exit 2; fi
 	@if [ -n "$$PROMOTE_PUSH_URL" ]; then git remote set-url --push origin "$$PROMOTE_PUSH_URL"; fi
 	mlops promote --env staging --version candidate --push
 	mlops promote --env production --version candidate

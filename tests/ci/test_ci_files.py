@@ -139,8 +139,8 @@ def sections(body: str) -> list[tuple[str, str | None, str]]:
 
 
 def jenkins_tree() -> list[dict]:
-    """The declarative pipeline's stages, nested as written: name, own `when`, `steps`, whether it has
-    its own `agent`, and the stages it holds (`parallel` branches or sequential `stages`)."""
+    """The declarative pipeline's stages, nested as written: name, own `when`, `steps`, its own `agent`
+    and `environment` blocks, and the stages it holds (`parallel` branches or sequential `stages`)."""
     text = (REPO / "Jenkinsfile").read_text()
     text = re.sub(r"^\s*//.*$|\s+//\s.*$", "", text, flags=re.M)  # comments (they may hold braces)
 
@@ -156,6 +156,7 @@ def jenkins_tree() -> list[dict]:
                     "when": parts.get("when", ""),
                     "steps": parts.get("steps", ""),
                     "agent": parts.get("agent"),
+                    "environment": parts.get("environment", ""),
                     "parallel": "parallel" in parts,
                     "children": tree(nested) if nested is not None else [],
                 }
@@ -178,6 +179,30 @@ def jenkins_stages() -> dict[str, tuple[str, str]]:
                 out[stage["name"]] = ("\n".join(conditions), stage["steps"])
 
     walk(jenkins_tree(), ())
+    return out
+
+
+def jenkins_leaves() -> dict[str, dict[str, str]]:
+    """leaf stage name -> {when, steps, environment (its own and its enclosing stages'), agent (the
+    nearest `agent` block: its own or an enclosing stage's; "" for the pipeline's)}."""
+    out: dict[str, dict[str, str]] = {}
+
+    def walk(stages: list[dict], whens: tuple[str, ...], envs: tuple[str, ...], agent: str) -> None:
+        for stage in stages:
+            conditions = (*whens, stage["when"]) if stage["when"].strip() else whens
+            environments = (*envs, stage["environment"])
+            nearest = stage["agent"] if stage["agent"] is not None else agent
+            if stage["children"]:
+                walk(stage["children"], conditions, environments, nearest)
+            else:
+                out[stage["name"]] = {
+                    "when": "\n".join(conditions),
+                    "steps": stage["steps"],
+                    "environment": "\n".join(environments),
+                    "agent": nearest,
+                }
+
+    walk(jenkins_tree(), (), (), "")
     return out
 
 
@@ -501,31 +526,12 @@ def test_groovy_lint_catches_a_syntax_error(tmp_path):
     assert proc.returncode != 0
 
 
-def test_ci_release_refuses_to_register_without_a_tracking_server(tmp_path):
-    """In CI, `make ci-release` without MLFLOW_TRACKING_URI stops (exit 2) before registering anything
-    into a throwaway local store."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    # MLOPS_DIFF_BASE = git's empty tree: the change is the whole repository, never "deploy/envs only"
-    env.update(
-        CI="true",
-        VENV=str(Path(sys.executable).parent.parent),
-        HOME=str(tmp_path),
-        MLOPS_DIFF_BASE="4b825dc642cb6eb9a060e54bf8d69288fbee4904",  # pragma: allowlist secret
-    )
-    # hypothesis' example database may appear meanwhile: the tests run in parallel workers (-n auto)
-    before = {p for p in REPO.iterdir() if p.name != ".hypothesis"}
-    proc = subprocess.run(
-        ["make", "--no-print-directory", "ci-release"], cwd=REPO, env=env, capture_output=True, text=True
-    )
-    assert proc.returncode == 2, proc.stdout + proc.stderr
-    assert "MLFLOW_TRACKING_URI is not set" in proc.stderr
-    assert "mlops register" not in proc.stdout
-    assert {p for p in REPO.iterdir() if p.name != ".hypothesis"} == before, "nothing may be written"
-
-
 def test_every_job_runs_in_the_pinned_ci_image():
     """The CI image tag pinned in the three files is the hash of what the image is built from, and every
-    job runs in it, except those that need the runner's own Docker engine (ci-image, release)."""
+    job runs in it except ci-image (it builds that image with the runner's own Docker engine). release
+    builds and pushes images from inside it, with the host's engine: GitLab's runner tagged
+    docker-socket (socket binding), the socket GitHub mounts into every job container, Jenkins' agent
+    argument."""
     tag = subprocess.run(
         ["make", "-s", "--no-print-directory", "ci-image-tag"],
         cwd=REPO,
@@ -536,21 +542,29 @@ def test_every_job_runs_in_the_pinned_ci_image():
     assert re.fullmatch(r"mlops-ci:[0-9a-f]{12}", tag)
     gitlab = yaml.safe_load((REPO / ".gitlab-ci.yml").read_text())
     assert gitlab["default"]["image"] == f"$CI_REGISTRY_IMAGE/{tag}", "run `make ci-image-pin`"
-    on_host = {"ci-image", "release"}
     for name, job in gitlab.items():
-        if isinstance(job, dict) and "script" in job and name not in on_host:
+        if isinstance(job, dict) and "script" in job and name != "ci-image":
             assert "image" not in job, f".gitlab-ci.yml:{name} must use the default (CI) image"
+            assert "shell-docker" not in job.get("tags", []), f".gitlab-ci.yml:{name}: a shell runner"
+    assert gitlab["ci-image"]["tags"] == ["shell-docker"]
+    assert gitlab["release"]["tags"] == ["docker-socket"] and "services" not in gitlab["release"]
     for path in WORKFLOWS.glob("*.yml"):
         for name, job in yaml.safe_load(path.read_text())["jobs"].items():
-            if name in on_host:
+            if name == "ci-image":
                 assert "container" not in job
             else:
                 assert job["container"]["image"] == "${{ vars.IMAGE_REGISTRY }}/" + tag, f"{path.name}:{name}"
+                assert not any("setup-python" in step.get("uses", "") for step in job["steps"]), name
     jenkins = (REPO / "Jenkinsfile").read_text()
     assert set(re.findall(r"mlops-ci:[0-9a-f]{12}", jenkins)) == {tag}
-    assert "agent { label 'docker' }" in jenkins_stages()["release"][0] or "agent { label 'docker' }" in (
-        jenkins
-    )
+    top = block(jenkins, re.search(r"^\s{4}agent\s*\{", jenkins, re.M).start())
+    for name, stage in jenkins_leaves().items():
+        agent = stage["agent"] or top
+        if name == "ci-image":
+            assert agent.strip() == "label 'docker'", agent
+        else:
+            assert "docker {" in agent and tag in agent, f"Jenkinsfile stage {name}: not in the CI image"
+    assert "-v /var/run/docker.sock:/var/run/docker.sock" in jenkins_leaves()["release"]["agent"]
 
 
 @pytest.mark.slow
