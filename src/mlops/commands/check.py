@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 from mlops.commands.base import Command
@@ -27,11 +28,35 @@ def cmd_check_params(args: argparse.Namespace, params: Any) -> None:
         print(f"mlops check-params: {args.params}: {len(names)} sections valid")
 
 
+def add_reference(p: argparse.ArgumentParser) -> None:
+    """Options of `mlops reference`."""
+    p.add_argument(
+        "--out-dir",
+        type=Path,
+        default=Path("docs/reference"),
+        help="where the pages go (default %(default)s)",
+    )
+
+
+def cmd_reference(args: argparse.Namespace, params: Any) -> None:
+    from mlops import files, reference
+
+    for name, text in reference.generate(Path(".")).items():
+        files.write_bytes(args.out_dir / name, text.encode())
+    print(f"mlops reference: {', '.join(reference.PAGES)} -> {args.out_dir}")
+
+
 COMMANDS = {
     "check-params": Command(
         "validate the whole params.yaml: every section and the checks across sections (exit 2 naming the key)",
         add_check_params,
         cmd_check_params,
+    ),
+    "reference": Command(
+        "write the docs' reference pages (params, CLI, exit codes, make targets) from the code that defines them",
+        add_reference,
+        cmd_reference,
+        params=None,
     ),
 }
 """Name -> the command."""

@@ -20,7 +20,7 @@ from mlops.params_io import read_yaml, sections
 class Section(BaseModel):
     """Base of every params section: strict types, unknown keys rejected, immutable."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, use_attribute_docstrings=True)
 
 
 PositiveInt = Annotated[int, Field(gt=0)]
