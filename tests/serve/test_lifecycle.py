@@ -164,6 +164,26 @@ def test_failing_prediction_sink_is_counted_not_raised(tmp_path):
     assert counts == {"written": 0, "dropped": 0, "failed": 2}
 
 
+def test_an_unusable_log_location_counts_failures_and_recovers_once_it_exists(tmp_path):
+    """A mis-mounted volume (a file where the directory should be) never raises: records fail and are
+    counted; once the location can be created, the next flush writes."""
+    counts = {"written": 0, "dropped": 0, "failed": 0}
+    plog = _predlog(tmp_path, queue_size=100, counts=counts)
+    blocker = tmp_path / "log"
+    blocker.write_text("a file in the way")
+    plog.start()
+    plog.submit("x", {"a": [1]}, [0.1], ["No"])
+    deadline = time.monotonic() + 10
+    while counts["failed"] < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert counts == {"written": 0, "dropped": 0, "failed": 1}
+    blocker.unlink()
+    plog.submit("y", {"a": [2]}, [0.9], ["Yes"])
+    plog.stop(5)
+    assert counts == {"written": 1, "dropped": 0, "failed": 1}
+    assert len(list((tmp_path / "log").glob("*.jsonl"))) == 1
+
+
 @pytest.mark.parametrize("url", ["memory", "file"])
 def test_prediction_log_writes_complete_files_to_an_fsspec_url(tmp_path, url):
     import fsspec

@@ -12,7 +12,9 @@ and writes them to files `predictions-<UTC time>-<pid>-<seq>.jsonl` under `serve
 records reach `max_file_bytes` or `flush_interval_s` has passed, and at shutdown; a local file appears
 under its final name only when complete. When the queue is full (the sink is slow or down) records
 are dropped and counted (`mlops_serve_prediction_log_records_total{outcome="dropped"}`): the request
-path never waits for, or fails because of, the log.
+path never waits for, or fails because of, the log. A location that cannot be opened or created (a
+read-only or mis-mounted volume) is logged as an error and never stops the server: each flush retries,
+and what it cannot write is counted as `failed`.
 """
 
 from __future__ import annotations
@@ -65,8 +67,26 @@ class PredictionLog:
             return
         import fsspec
 
-        self._fs, self._root = fsspec.core.url_to_fs(self.params.dir)
-        self._fs.makedirs(self._root, exist_ok=True)
+        try:
+            self._fs, self._root = fsspec.core.url_to_fs(self.params.dir)
+        except Exception as e:  # noqa: BLE001 - an unknown scheme or a missing fsspec plugin
+            # the log is an optional sink: the model keeps serving, every sampled record counts as failed
+            log.error(
+                "prediction log: %s is not a usable location (%s); predictions are not logged",
+                self.params.dir,
+                e,
+            )
+            self._fs = None
+        else:
+            try:
+                self._fs.makedirs(self._root, exist_ok=True)
+            except Exception as e:  # noqa: BLE001 - a read-only or mis-mounted volume, a file in the way
+                log.error(
+                    "prediction log: cannot create %s (%s); serving goes on, each flush retries and counts "
+                    "the records it cannot write as failed",
+                    self.params.dir,
+                    e,
+                )
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
@@ -149,9 +169,13 @@ class PredictionLog:
 
     def write(self, path: str, data: bytes) -> None:
         """Write one complete file (a temp name renamed into place on local filesystems)."""
+        if self._fs is None:
+            raise OSError(f"{self.params.dir}: not a usable location")
         protocols = self._fs.protocol if isinstance(self._fs.protocol, tuple) else (self._fs.protocol,)
         local = "file" in protocols or "local" in protocols
         tmp = f"{path}.tmp" if local else path
+        if local:  # the directory may have failed at start (a volume mounted late): try again
+            self._fs.makedirs(self._root, exist_ok=True)
         with self._fs.open(tmp, "wb") as f:
             f.write(data)
         if local:
