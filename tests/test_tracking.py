@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import pytest
@@ -43,3 +44,54 @@ def test_a_tracking_server_needs_no_sql_backend(monkeypatch):
     tracking._require_sql_store("http://127.0.0.1:5000")
     with pytest.raises(ConfigError, match="postgresql"):
         tracking._require_sql_store("postgresql+psycopg://mlflow@127.0.0.1/mlflow")
+
+
+@pytest.mark.slow
+def test_a_registry_that_is_down_fails_in_seconds_naming_it(tmp_path):
+    """MLflow's default retries wait about four minutes for a server that does not answer; bounded, a CI
+    job learns within seconds (exit 5, naming the server)."""
+    import subprocess
+    import sys
+    import time
+
+    from conftest import free_port
+
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_HTTP_REQUEST_")}
+    env["MLFLOW_TRACKING_URI"] = url
+    started = time.monotonic()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlops",
+            "fetch-model",
+            "--name",
+            "m",
+            "--version",
+            "1",
+            "--dest",
+            str(tmp_path / "d"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 5, proc.stderr[-2000:]
+    assert url in proc.stderr.splitlines()[-1]
+    assert elapsed < 60, f"{elapsed:.0f} s: the retries are not bounded"
+
+
+def test_mlflows_own_retry_settings_win(monkeypatch):
+    from mlops import tracking
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "9")
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", raising=False)
+    tracking.tracking_uri()
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "9"
+    assert (
+        os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"]
+        == tracking.RETRY_BOUNDS["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"]
+    )

@@ -17,8 +17,23 @@ DEFAULT_ARTIFACTS = "mlartifacts"
 DATABASE_SCHEMES = ("sqlite", "postgresql", "mysql", "mssql")
 
 
+# MLflow's REST client retries a server that does not answer 7 times with a backoff factor of 2: about
+# four minutes before a CI job learns its registry is down. These bounds (about 7 s of backoff, 30 s per
+# request) apply unless the environment sets MLflow's own variables.
+RETRY_BOUNDS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
 def tracking_uri() -> str:
-    """The MLflow tracking URI in effect: MLFLOW_TRACKING_URI or the embedded SQLite store."""
+    """The MLflow tracking URI in effect: MLFLOW_TRACKING_URI or the embedded SQLite store.
+
+    Also bounds MLflow's HTTP retries (RETRY_BOUNDS, unless set), before any request is made.
+    """
+    for name, value in RETRY_BOUNDS.items():
+        os.environ.setdefault(name, value)
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
 
 
