@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 .DEFAULT_GOAL := help
 PHONY_INTERNAL := pipeline-ci release-ci promote-ci
-.PHONY: $(PHONY_INTERNAL) ci-promote ci-variables help install install-dev system-packages run test lint ci-verify ci-test-e2e ci-test-docker ci-image ci-image-tag ci-image-pin ci-image-publish registry-login ci-train ci-retrain ci-report ci-release fingerprint ingest validate featurize train evaluate gate register report drift bench-pipeline bench-ci serve docker-build bench-serving clean chart-check monitoring-check docker-build-fetch docker-build-monitor docker-build-pipeline oip-clients rehearse training-job-stage kfp-pipeline
+.PHONY: $(PHONY_INTERNAL) ci-promote ci-variables docs help install install-dev system-packages run test lint ci-verify ci-test-e2e ci-test-docker ci-image ci-image-tag ci-image-pin ci-image-publish registry-login ci-train ci-retrain ci-report ci-release fingerprint ingest validate featurize train evaluate gate register report drift bench-pipeline bench-ci serve docker-build bench-serving clean chart-check monitoring-check docker-build-fetch docker-build-monitor docker-build-pipeline oip-clients rehearse training-job-stage kfp-pipeline airflow-dag
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_ -]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -125,11 +125,23 @@ kfp-pipeline: install ## compile dvc.yaml to a Kubeflow Pipelines definition (KF
 	$(BIN)/mlops kfp-compile --out $(KFP_PIPELINE) $(if $(PIPELINE_IMAGE),--image $(PIPELINE_IMAGE)) \
 		--kfp-python "$$($(BIN)/python tests/serve/oip_clients/toolenv.py tests/orchestrate/kfp-requirements.txt kfp-compiler)"
 
+# Airflow itself is not needed to generate the DAG; to run it, Airflow 3 lives in its own cached venv:
+# `$(BIN)/python tests/serve/oip_clients/toolenv.py tests/orchestrate/airflow-requirements.txt airflow`
+AIRFLOW_DAG ?= build/airflow/mlops_dvc_pipeline.py
+AIRFLOW_MODE ?= local
+airflow-dag: install ## generate the Airflow DAG file from dvc.yaml (AIRFLOW_DAG, AIRFLOW_MODE=local|kubernetes, AIRFLOW_SCHEDULE=<cron>, PIPELINE_IMAGE)
+	$(BIN)/mlops airflow-dag --out $(AIRFLOW_DAG) --mode $(AIRFLOW_MODE) $(if $(AIRFLOW_SCHEDULE),--schedule "$(AIRFLOW_SCHEDULE)") \
+		$(if $(PIPELINE_IMAGE),--image $(PIPELINE_IMAGE))
+
 rehearse: install-dev ## deploy rehearsal of ENV (default staging): register, promote, run the rendered pod under Docker, rollback, again
 	MLOPS_REHEARSE_ENV=$(or $(ENV),staging) $(BIN)/pytest tests/e2e/test_rehearse.py -p no:cacheprovider $(PYTEST_ARGS)
 
 bench-serving: install-dev ## benchmark: mlops serve vs mlflow models serve (needs wrk), same model and machine
 	$(BIN)/python benchmarks/serving/bench.py --model-dir models --out benchmarks/serving/results.json
+
+docs: install-dev ## regenerate the reference pages from the code and build the docs site strictly (build/site)
+	$(BIN)/mlops reference --out-dir docs/reference
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 clean: ## remove pipeline outputs and the local MLflow store (not the DVC cache or remote)
 	rm -rf data/raw data/processed models reports mlflow.db mlartifacts logs
@@ -199,7 +211,8 @@ ci-test-docker: ci-test-docker-vars install-dev ## CI job test-docker: image bui
 
 # The CI image (Dockerfile.ci), tagged by the hash of what it is built from.
 CI_IMAGE_HASH := $(shell cat Dockerfile.ci pyproject.toml tools/package.json tools/package-lock.json tools/system-packages.sh \
-	tests/serve/oip_clients/kserve-requirements.txt tests/serve/oip_clients/toolenv.py tests/orchestrate/kfp-requirements.txt 2>/dev/null | sha1sum | cut -c1-12)
+	tests/serve/oip_clients/kserve-requirements.txt tests/serve/oip_clients/toolenv.py tests/orchestrate/kfp-requirements.txt \
+	tests/orchestrate/airflow-requirements.txt 2>/dev/null | sha1sum | cut -c1-12)
 CI_IMAGE ?= mlops-ci:$(CI_IMAGE_HASH)
 
 ci-image: ## build the CI image (CI_IMAGE=mlops-ci:<hash of its inputs>; skipped when it exists)
@@ -266,16 +279,25 @@ ci-report: ci-report-vars install ## CI job report: write the review report, pos
 		|| echo "ci-report: test rows not restored from the DVC remote (DVC_REMOTE_URL): the champion comparison will name what is missing"; fi
 	mlops report --post
 
-ci-release: ci-release-vars install ## CI job release: register the gated model in MLflow, build (and push) the images
+ci-release: ci-release-vars install ## CI job release: build and push the images, register the gated model in MLflow with their digests (reports/registered.json)
 	@if $(deploy_only); then echo "ci-release: only deploy/envs/ changed: nothing to release"; \
 	else $(MAKE) --no-print-directory release-ci; fi
 
-# The release builds and pushes the images: under CI it stops before registering anything when there is
+# The release builds and pushes the images, then registers the model version with their digests: under
+# CI it stops before registering anything when there is
 # no Docker engine (GitLab: a runner tagged docker-socket; GitHub: the socket every job container gets;
 # Jenkins: the release agent's socket mount), or when the data the model version carries (the drift
 # reference from the training rows, the evaluation rows promote compares candidate and champion on)
 # cannot be pulled. Outside CI it registers what it has and builds local images when it can.
 RELEASE_DATA := data/raw/data.parquet data/processed/train.parquet data/processed/test.parquet
+# The images released with each model version, <record key>:<repository name>:<Dockerfile>. They are
+# built and pushed first (tagged with the short commit sha); the version is then registered with their
+# digests as tags image.<key> (`mlops register --image key=repository@sha256:...`), which `mlops
+# promote` writes into the env's record and the chart deploys. The registered {name, version} goes to
+# REGISTERED, the CI artifact the promote job reads: it promotes exactly that version (not whatever
+# the alias `candidate` names by then).
+RELEASE_IMAGES := server:mlops-serve:Dockerfile fetch:mlops-fetch:Dockerfile.fetch monitor:mlops-monitor:Dockerfile.monitor pipeline:mlops-pipeline:Dockerfile.pipeline
+REGISTERED ?= reports/registered.json
 define docker_engine
 command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1
 endef
@@ -292,34 +314,38 @@ release-ci:
 		echo "ci-release: data not restored from the DVC remote: registered without a drift reference or evaluation rows"; }
 	@if [ "$$CI" = "true" ]; then missing=; for f in $(RELEASE_DATA); do [ -f "$$f" ] || missing="$$missing $$f"; done; \
 		if [ -n "$$missing" ]; then echo "ci-release: error: not in the DVC remote (DVC_REMOTE_URL):$$missing (the train job pushes them): without them the version has no drift reference and promote cannot compare it with the champion; nothing registered" >&2; exit 2; fi; fi
-	mlops register
-	@if ! { $(docker_engine); }; then \
-		echo "ci-release: no Docker engine here (outside CI): model registered, images not built"; \
-	elif [ -z "$$IMAGE_REGISTRY" ]; then \
-		$(SERVE_BUILD) -t mlops-serve:$$(git rev-parse --short HEAD) . && \
-		$(SERVE_BUILD) -f Dockerfile.fetch -t mlops-fetch:$$(git rev-parse --short HEAD) . && \
-		$(SERVE_BUILD) -f Dockerfile.monitor -t mlops-monitor:$$(git rev-parse --short HEAD) . && \
-		$(SERVE_BUILD) -f Dockerfile.pipeline -t mlops-pipeline:$$(git rev-parse --short HEAD) . && \
-		echo "ci-release: IMAGE_REGISTRY is not set (outside CI): images built, not pushed"; \
+	@mkdir -p reports; rm -f $(REGISTERED); tag=$$(git rev-parse --short HEAD); images=; \
+	if ! { $(docker_engine); }; then \
+		echo "ci-release: no Docker engine here (outside CI): images not built; the version is registered without image digests (promote then deploys the env's values.yaml images)"; \
 	else \
-		$(subst @,,$(registry_login)) && \
-		$(SERVE_BUILD) -t $$IMAGE_REGISTRY/mlops-serve:$$(git rev-parse --short HEAD) . && \
-		docker push $$IMAGE_REGISTRY/mlops-serve:$$(git rev-parse --short HEAD) && \
-		$(SERVE_BUILD) -f Dockerfile.fetch -t $$IMAGE_REGISTRY/mlops-fetch:$$(git rev-parse --short HEAD) . && \
-		docker push $$IMAGE_REGISTRY/mlops-fetch:$$(git rev-parse --short HEAD) && \
-		$(SERVE_BUILD) -f Dockerfile.monitor -t $$IMAGE_REGISTRY/mlops-monitor:$$(git rev-parse --short HEAD) . && \
-		docker push $$IMAGE_REGISTRY/mlops-monitor:$$(git rev-parse --short HEAD) && \
-		$(SERVE_BUILD) -f Dockerfile.pipeline -t $$IMAGE_REGISTRY/mlops-pipeline:$$(git rev-parse --short HEAD) . && \
-		docker push $$IMAGE_REGISTRY/mlops-pipeline:$$(git rev-parse --short HEAD) && \
-		{ docker manifest inspect "$$IMAGE_REGISTRY/$(CI_IMAGE)" >/dev/null 2>&1 || \
-		  { $(CI_IMAGE_BUILD) -t "$$IMAGE_REGISTRY/$(CI_IMAGE)" . && docker push "$$IMAGE_REGISTRY/$(CI_IMAGE)"; }; }; \
-	fi
+		if [ -n "$$IMAGE_REGISTRY" ]; then $(subst @,,$(registry_login)) || exit $$?; fi; \
+		for spec in $(RELEASE_IMAGES); do \
+			key=$${spec%%:*}; rest=$${spec#*:}; repo=$${IMAGE_REGISTRY:+$$IMAGE_REGISTRY/}$${rest%%:*}; \
+			$(SERVE_BUILD) -f $${rest#*:} -t $$repo:$$tag . || exit $$?; \
+			[ -n "$$IMAGE_REGISTRY" ] || continue; \
+			docker push $$repo:$$tag || exit $$?; \
+			ref=$$(docker inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' $$repo:$$tag | grep -m1 "^$$repo@sha256:") || { \
+				echo "ci-release: error: no digest of $$repo:$$tag after docker push (docker inspect RepoDigests): nothing registered" >&2; exit 2; }; \
+			echo "ci-release: $$key image $$ref"; images="$$images --image $$key=$$ref"; \
+		done; \
+		if [ -z "$$IMAGE_REGISTRY" ]; then \
+			echo "ci-release: IMAGE_REGISTRY is not set (outside CI): images built, not pushed; the version is registered without image digests"; \
+		elif ! docker manifest inspect "$$IMAGE_REGISTRY/$(CI_IMAGE)" >/dev/null 2>&1; then \
+			$(CI_IMAGE_BUILD) -t "$$IMAGE_REGISTRY/$(CI_IMAGE)" . && docker push "$$IMAGE_REGISTRY/$(CI_IMAGE)" || exit $$?; \
+		fi; \
+	fi; \
+	mlops register --json $$images > $(REGISTERED).tmp && mv $(REGISTERED).tmp $(REGISTERED) && cat $(REGISTERED)
 
-ci-promote: ci-promote-vars install ## CI job promote (main): promote the candidate to staging (commit) and open the production merge request
+# A production merge request's merge is a deploy-only commit on main: nothing is promoted, and `mlops
+# sync-aliases` moves each env's MLflow alias to the version its record names at this commit (exit 6
+# when the registry's weights sha256 differs from the record's). After a promotion it changes nothing.
+ci-promote: ci-promote-vars install ## CI job promote (main): promote the released version to staging (commit) and open the production merge request; sync each env's alias with its record
 	@if $(deploy_only); then echo "ci-promote: only deploy/envs/ changed: nothing to promote"; \
 	else $(MAKE) --no-print-directory promote-ci; fi
+	mlops sync-aliases
 
+# REGISTERED: the release job's artifact (a missing file: exit 2 naming it).
 promote-ci:
 	@if [ -n "$$PROMOTE_PUSH_URL" ]; then git remote set-url --push origin "$$PROMOTE_PUSH_URL"; fi
-	mlops promote --env staging --version candidate --push
-	mlops promote --env production --version candidate
+	mlops promote --env staging --registered $(REGISTERED) --push
+	mlops promote --env production --registered $(REGISTERED)

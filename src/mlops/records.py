@@ -1,7 +1,8 @@
 """records: the promotion record of any environment, `deploy/envs/<env>/model.yaml`, read-only (only `mlops promote` writes it).
 
-The record names the model version running in an environment: name, version, uri, sha256, metrics,
-git_sha, promoted_at, promoted_by, previous. No file means no model was promoted there yet.
+The record names the model version running in an environment: name, version, uri, sha256, images (the
+digests of the images CI built with it; empty: the env's values.yaml images), metrics, git_sha,
+promoted_at, promoted_by, previous. No file means no model was promoted there yet.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class PromotionRecord(BaseModel):
     version: str
     sha256: str
     uri: str | None = None
+    images: dict[str, str] | None = None
     metrics: dict[str, Any] | None = None
     git_sha: str | None = None
     promoted_at: Any = None

@@ -12,7 +12,11 @@ downloads a version, checks its weights against the version's `weights_sha256` t
 atomically (the Helm chart's init container runs it).
 
 Version tags (serving and deploy rely on these names): `git_sha`, `dvc_lock_md5`, `data_md5`,
-`params_hash`, `gate` (passed|failed), `weights_sha256`, and `metric.<name>` per test metric.
+`params_hash`, `gate` (passed|failed), `weights_sha256`, `metric.<name>` per test metric, and
+`image.<name>` (server, fetch, monitor, pipeline) per image the release built and pushed with it, by
+digest (`repository@sha256:...`): `mlops promote` writes them into the env's record and the chart deploys
+them. A version registered without them (a local `make register`) is deployed with the images of the
+env's values.yaml, and its record says so (`images: {}`).
 """
 
 from __future__ import annotations
@@ -31,12 +35,15 @@ from pathlib import Path
 from typing import Any
 
 from mlops import artifact, files, pyfunc_bundle
-from mlops.errors import ChecksumMismatch, MlopsError, ModelNotReady, PromotionRefused
+from mlops.errors import ChecksumMismatch, ConfigError, MlopsError, ModelNotReady, PromotionRefused
 
 log = logging.getLogger(__name__)
 
 CANDIDATE_ALIAS = "candidate"
 TAGS = ("git_sha", "dvc_lock_md5", "data_md5", "params_hash", "gate", "weights_sha256")
+IMAGES = ("server", "fetch", "monitor", "pipeline")  # the images CI builds with a version: tags image.<name>
+IMAGE_TAG = "image."
+_DIGEST_REF = re.compile(r"^[a-z0-9]+(?:[._/:-][a-z0-9]+)*@sha256:[0-9a-f]{64}$")
 REFERENCE = "reference.parquet"  # drift reference staged next to model.json (mlops.monitor.drift)
 EVALUATION = "evaluation.parquet"  # labelled test rows staged next to model.json (mlops.compare)
 
@@ -92,6 +99,27 @@ def version_tags(
     return tags
 
 
+def image_refs(pairs: dict[str, str]) -> dict[str, str]:
+    """Check the images given to `register`: known names, each pinned by digest (`repo@sha256:<64 hex>`).
+
+    Raises:
+        ConfigError: an unknown image name or a reference without a sha256 digest (exit 2).
+    """
+    for key, ref in pairs.items():
+        if key not in IMAGES:
+            raise ConfigError(f"--image {key}=...: unknown image {key!r} (known: {', '.join(IMAGES)})")
+        if not _DIGEST_REF.match(ref):
+            raise ConfigError(
+                f"--image {key}={ref}: expected repository@sha256:<64 hex digits> (pushed, by digest)"
+            )
+    return dict(sorted(pairs.items()))
+
+
+def version_images(tags: dict[str, str]) -> dict[str, str]:
+    """{name: repository@sha256:...} from a version's `image.<name>` tags ({} when it has none)."""
+    return {k.removeprefix(IMAGE_TAG): v for k, v in sorted(tags.items()) if k.startswith(IMAGE_TAG)}
+
+
 def _read_gate(gate_path: Path, sha256: str) -> str:
     """The gate verdict for these weights; refuses a missing report or one about other weights."""
     try:
@@ -128,6 +156,7 @@ def register(
     reference_rows: int = 5000,
     seed: int = 0,
     evaluation_from: tuple[Path, Path] | None = None,
+    images: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Register models/ as a new registry version tagged with its provenance; alias it `candidate`.
 
@@ -143,9 +172,13 @@ def register(
             training rows (seeded by `seed`) is staged as reference.parquet next to model.json.
         evaluation_from: (raw table, encoded test split): the test rows' raw columns and 0/1 label are
             staged as evaluation.parquet (the rows `mlops promote` compares models on).
+        images: {server|fetch|monitor|pipeline: repository@sha256:...}: the images built and pushed
+            with this version, tagged `image.<name>`. Weights registered before get the new release's
+            image tags (the newest build of the same model is the one deployed).
 
     Returns:
-        {name, version, uri, gate, created}: created is False when these weights were already registered.
+        {name, version, uri, gate, created, images}: created is False when these weights were already
+        registered.
 
     Raises:
         ChecksumMismatch: the weights do not match model.json (exit 6).
@@ -154,6 +187,7 @@ def register(
     from mlops import model as model_lib  # torch: only registering needs it (fetch-model's image has none)
     from mlops import tracking
 
+    images = image_refs(images or {})
     model = model_lib.load(model_dir)  # verifies sha256 (tampered weights -> ChecksumMismatch)
     meta = model.metadata
     sha = meta["weights"]["sha256"]
@@ -172,13 +206,14 @@ def register(
 
     reference = reference_sample(model, *reference_from, reference_rows, seed) if reference_from else None
     evaluation = evaluation_rows(model, *evaluation_from) if evaluation_from else None
+    tags = version_tags(meta, verdict, metrics, dvc_lock) | {IMAGE_TAG + k: v for k, v in images.items()}
     try:
         return _publish(
             model_dir,
             meta,
             name,
             verdict,
-            version_tags(meta, verdict, metrics, dvc_lock),
+            tags,
             experiment,
             reference=reference,
             evaluation=evaluation,
@@ -249,6 +284,9 @@ def _publish(
     if existing is not None:
         if existing.tags.get("gate") != verdict:  # same weights, newer gate verdict: the tag follows it
             c.set_model_version_tag(name, existing.version, "gate", verdict)
+        for key, ref in tags.items():  # the newest release's images of these weights
+            if key.startswith(IMAGE_TAG) and existing.tags.get(key) != ref:
+                c.set_model_version_tag(name, existing.version, key, ref)
         c.set_registered_model_alias(name, CANDIDATE_ALIAS, existing.version)
         log.info("register: weights %s already registered as %s version %s", sha[:12], name, existing.version)
         return {
@@ -257,6 +295,7 @@ def _publish(
             "uri": f"models:/{name}/{existing.version}",
             "gate": verdict,
             "created": False,
+            "images": version_images({**existing.tags, **tags}),
         }
 
     tracking.configure(experiment)
@@ -298,6 +337,7 @@ def _publish(
         "uri": f"models:/{name}/{mv.version}",
         "gate": verdict,
         "created": True,
+        "images": version_images(tags),
     }
 
 

@@ -652,6 +652,13 @@ def test_a_change_only_under_deploy_envs_trains_releases_and_promotes_nothing(tm
         said = re.search(rf"^{target}: only deploy/envs/ changed", proc.stdout, re.M)  # the echo, run
         assert bool(said) is skipped, proc.stdout
         assert (work in proc.stdout) is not skipped, proc.stdout
+        if target == "ci-promote":  # a merged production merge request: the aliases follow the records
+            assert "mlops sync-aliases" in proc.stdout, proc.stdout
+            if not skipped:  # the version the release registered, never the moving alias `candidate`
+                assert "--registered reports/registered.json" in proc.stdout, proc.stdout
+                assert "--version candidate" not in proc.stdout, proc.stdout
+        if target == "ci-release" and not skipped:  # images first, then the version with their digests
+            assert proc.stdout.index("docker push") < proc.stdout.index("mlops register --json"), proc.stdout
 
 
 def test_the_retrain_trigger_and_the_ci_files_agree():

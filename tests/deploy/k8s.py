@@ -125,6 +125,7 @@ def record(env: str, version: str = "3", sha256: str | None = None, **extra: Any
         "version": version,
         "uri": f"models:/churn-mlp/{version}",
         "sha256": sha256 or f"{int(version):064x}",
+        "images": {},
         "metrics": {"roc_auc": 0.84, "accuracy": 0.8},
         "git_sha": "0123456789abcdef0123456789abcdef01234567",  # pragma: allowlist secret
         "promoted_at": "2026-12-01T12:00:00Z",

@@ -174,6 +174,53 @@ def test_digest_wins_over_tag_and_tag_defaults_to_app_version():
     assert spec["containers"][0]["image"] == f"ghcr.io/example-org/mlops-serve@{digest}"
 
 
+RECORD_IMAGES = {
+    "server": "registry.example:5000/team/mlops-serve@sha256:" + "a" * 64,
+    "fetch": "registry.example:5000/team/mlops-fetch@sha256:" + "b" * 64,
+    "monitor": "registry.example:5000/team/mlops-monitor@sha256:" + "c" * 64,
+    "pipeline": "registry.example:5000/team/mlops-pipeline@sha256:" + "d" * 64,
+}
+
+
+def _images(objects: list[dict]) -> dict[str, str]:
+    """container name -> image over every workload (server, fetch-model, drift, retrain trigger)."""
+    found = {}
+    for obj in objects:
+        spec = obj.get("spec", {})
+        pod = spec.get("jobTemplate", {}).get("spec", spec).get("template", {}).get("spec")
+        for c in (pod or {}).get("initContainers", []) + (pod or {}).get("containers", []):
+            found[f"{obj['kind']}/{c['name']}"] = c["image"]
+    return found
+
+
+@pytest.mark.parametrize("env", ENVS)
+def test_env_deploys_the_record_images_by_digest(env, tmp_path):
+    """The record's images (promote writes the digests CI built with the version) win over the env's
+    values.yaml images; a record without them (a version registered locally) runs the values' images."""
+    repo = scratch_repo(tmp_path)
+    write_record(repo, env, record(env, "4", images=RECORD_IMAGES))
+    objects = render.render_env(env, repo)
+    validate_all(objects)
+    images = _images(objects)
+    spec = pod_spec(objects)
+    assert spec["containers"][0]["image"] == RECORD_IMAGES["server"]
+    assert spec["initContainers"][0]["image"] == RECORD_IMAGES["fetch"]
+    others = {v for k, v in images.items() if "server" not in k.lower() and "fetch" not in k.lower()}
+    assert others <= {RECORD_IMAGES["monitor"]}, images  # the drift job and the retrain trigger
+    assert set(images.values()) <= set(RECORD_IMAGES.values()), images
+
+    write_record(repo, env, record(env, "4"))  # images: {}
+    values_yaml = yaml.safe_load((repo / "deploy/envs" / env / "values.yaml").read_text())
+    spec = pod_spec(render.render_env(env, repo))
+    image = values_yaml["image"]
+    assert spec["containers"][0]["image"] == f"{image['repository']}:{image['tag']}"
+
+
+def test_record_images_must_be_digests():
+    with pytest.raises(ConfigError, match="images"):
+        rendered(values(images={"server": "ghcr.io/example-org/mlops-serve:1.0"}))
+
+
 @pytest.mark.parametrize("key", ["image", "fetchImage"])
 def test_latest_is_refused(key):
     """Refused by the schema (and by the template when a user skips schema validation)."""

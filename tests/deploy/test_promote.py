@@ -139,8 +139,10 @@ def test_promote_commits_the_record_and_moves_the_alias(versions, clone: Path):
     assert mlops(clone, "promote", "--env", "staging", "--version", v1, "--name", name, "--by", "ci-bot") == 0
     data = yaml.safe_load((clone / RECORD).read_text())
     assert list(data) == [
-        "name", "version", "uri", "sha256", "metrics", "git_sha", "promoted_at", "promoted_by", "previous"
+        "name", "version", "uri", "sha256", "images", "metrics", "git_sha", "promoted_at", "promoted_by",
+        "previous",
     ]  # fmt: skip
+    assert data["images"] == {}  # registered without --image: the env's values.yaml images run
     mv = registry.client().get_model_version(name, v1)
     assert data["name"] == name and data["version"] == v1 and data["uri"] == f"models:/{name}/{v1}"
     assert data["sha256"] == mv.tags["weights_sha256"]
@@ -180,7 +182,7 @@ def test_promote_rollback_and_rollback_again(versions, clone: Path, capsys):
     capsys.readouterr()
     assert mlops(clone, "rollback", "--env", "staging", "--json") == 0
     restored = yaml.safe_load((clone / RECORD).read_text())
-    for key in ("name", "version", "uri", "sha256", "metrics", "git_sha"):
+    for key in ("name", "version", "uri", "sha256", "images", "metrics", "git_sha"):
         assert restored[key] == first[key], key
     assert restored["previous"] == {"version": v2, "uri": second["uri"], "sha256": second["sha256"]}
     assert git(clone, "log", "-1", "--format=%s").strip() == f"rollback(staging): {name} version {v1}"

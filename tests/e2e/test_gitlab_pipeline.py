@@ -168,3 +168,6 @@ def test_main_pipeline_registers_the_model_in_a_real_mlflow_server(tmp_path, mlf
     mine = [v for v in versions if v.tags.get("weights_sha256") == weights]
     assert len(mine) == 1 and mine[0].tags["gate"] == "passed"
     assert client.get_registered_model(name).aliases.get("candidate") == mine[0].version
+    # the release's artifact for promote: exactly this version (no images: none built outside CI)
+    registered = json.loads((repo / "reports/registered.json").read_text())
+    assert (registered["name"], registered["version"], registered["images"]) == (name, mine[0].version, {})

@@ -68,6 +68,22 @@ mlops/environment: {{ . }}
 {{- end }}
 
 {{/*
+An image of the release: the promotion record's `images.<name>` (repository@sha256:..., the image CI
+built and pushed with the promoted model version) when the record has it, else the values' image
+{repository, tag, digest} (a version registered without images, e.g. by a local `make register`).
+Call with (list $ "server" .Values.image "image").
+*/}}
+{{- define "model-server.releaseImage" -}}
+{{- $root := index . 0 }}{{- $name := index . 1 }}{{- $image := index . 2 }}{{- $key := index . 3 }}
+{{- $recorded := index ($root.Values.images | default dict) $name }}
+{{- if $recorded }}
+{{- $recorded }}
+{{- else }}
+{{- include "model-server.imageRef" (list $image $root.Chart.AppVersion $key) }}
+{{- end }}
+{{- end }}
+
+{{/*
 The promotion record (deploy/envs/<env>/model.yaml, written only by `mlops promote`), given to the chart
 as a second values file: its keys are top-level values. An environment without a record (nothing
 promoted there yet) fails to render with this message instead of rendering an empty or half-configured
@@ -87,7 +103,7 @@ release: Argo CD shows the Application as not renderable and prunes nothing.
 {{/* the record's fields in a fixed order: its checksum rolls the pods when the record changes */}}
 {{- define "model-server.record" -}}
 {{- $record := dict }}
-{{- range $key := list "name" "version" "uri" "sha256" "metrics" "git_sha" "promoted_at" "promoted_by" "previous" }}
+{{- range $key := list "name" "version" "uri" "sha256" "images" "metrics" "git_sha" "promoted_at" "promoted_by" "previous" }}
 {{- if hasKey $.Values $key }}{{- $_ := set $record $key (index $.Values $key) }}{{- end }}
 {{- end }}
 {{- toJson $record }}

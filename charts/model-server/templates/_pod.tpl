@@ -57,7 +57,7 @@ spec:
     {{- include "model-server.fetchModelContainer" (dict "root" . "mount" "/models") | nindent 4 }}
   containers:
     - name: server
-      image: {{ include "model-server.imageRef" (list .Values.image .Chart.AppVersion "image") }}
+      image: {{ include "model-server.releaseImage" (list . "server" .Values.image "image") }}
       imagePullPolicy: {{ .Values.image.pullPolicy }}
       command: ["mlops"]
       args:
@@ -154,7 +154,7 @@ Call with (dict "root" $ "mount" "/models").
 {{- define "model-server.fetchModelContainer" -}}
 {{- $root := .root -}}
 - name: fetch-model
-  image: {{ include "model-server.imageRef" (list $root.Values.fetchImage $root.Chart.AppVersion "fetchImage") }}
+  image: {{ include "model-server.releaseImage" (list $root "fetch" $root.Values.fetchImage "fetchImage") }}
   imagePullPolicy: {{ $root.Values.fetchImage.pullPolicy }}
   command: ["mlops"]
   args:

@@ -225,7 +225,8 @@ VARIABLES: tuple[Variable, ...] = (
         "GITHUB_TOKEN",
         "GitHub token: the review comment (optional: fork pull requests get a read-only one, and the "
         "report is then only written), the production pull request (promote) and the retrain pull "
-        "request (retrain: secret MLOPS_BOT_TOKEN first, so that pull request starts its workflows)",
+        "request (promote and retrain: secret MLOPS_BOT_TOKEN first, so that pull request starts its "
+        "workflows; promote's checkout pushes the staging record with it too)",
         _for("ci-report", O, ci_retrain=Need.GITHUB, ci_promote=Need.GITHUB),
         github="secrets.GITHUB_TOKEN",
         gitlab=None,

@@ -94,8 +94,11 @@ def markdown() -> str:
         "",
         "## What to configure",
         "",
-        f"- **GitHub Actions**: repository secrets {_listed(github_secrets)} and `MLOPS_BOT_TOKEN` (retrain "
-        "pull requests opened with the job's own `GITHUB_TOKEN` start no workflows); repository variable "
+        f"- **GitHub Actions**: repository secrets {_listed(github_secrets)} and `MLOPS_BOT_TOKEN` (a "
+        "fine-grained token or GitHub App token, contents and pull-requests write: the retrain and production "
+        "pull requests opened with the job's own `GITHUB_TOKEN` start no workflows, and promote pushes the "
+        "staging record with it: a protected `main` must let it push, or mark staging `protected: true` in "
+        "deploy/promotion.yaml so staging promotions arrive as pull requests too); repository variable "
         f"{_listed(_supplied('github', 'vars.'))}. The jobs' `GITHUB_TOKEN` logs in to the registry and "
         "posts the review comment.",
         f"- **GitLab CI**: project (or group) CI/CD variables {_listed(_by('gitlab', PROJECT))} (mask the "

@@ -1,4 +1,4 @@
-"""commands.deploy: `mlops promote`, `mlops rollback` and `mlops rehearse` (GitOps).
+"""commands.deploy: `mlops promote`, `mlops rollback`, `mlops sync-aliases` and `mlops rehearse` (GitOps).
 
 Each command: its options (`add_<name>`) beside its handler (`cmd_<name>`), listed in COMMANDS.
 """
@@ -26,7 +26,15 @@ def add_deploy_options(p: argparse.ArgumentParser) -> None:
 def add_promote(p: argparse.ArgumentParser) -> None:
     """Options of `mlops promote`."""
     p.add_argument("--env", required=True, help="environment: a folder under deploy/envs/")
-    p.add_argument("--version", required=True, help="registry version number or alias (e.g. candidate)")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--version", help="registry version number or alias (e.g. candidate)")
+    which.add_argument(
+        "--registered",
+        type=Path,
+        metavar="JSON",
+        help="the output of `mlops register --json` (CI: reports/registered.json): promote exactly the "
+        "name and version it registered",
+    )
     add_deploy_options(p)
     p.add_argument(
         "--name",
@@ -35,14 +43,39 @@ def add_promote(p: argparse.ArgumentParser) -> None:
     )
 
 
+def registered(path: Path) -> tuple[str, str]:
+    """(name, version) from `mlops register --json` output; ConfigError naming the file otherwise."""
+    from mlops.errors import ConfigError
+
+    try:
+        data = json.loads(path.read_text())
+        return str(data["name"]), str(data["version"])
+    except FileNotFoundError as e:
+        raise ConfigError(
+            f"{path}: not found (the release job writes it with `mlops register --json`; CI passes it to "
+            "promote as an artifact)"
+        ) from e
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(
+            f"{path}: expected `mlops register --json` output with name and version ({e})"
+        ) from e
+
+
 def cmd_promote(args: argparse.Namespace, params: Any) -> None:
     from mlops.gitops import promote
 
+    name, version = (args.name, args.version)
+    if args.registered is not None:
+        name, version = registered(args.registered)
+        if args.name and args.name != name:
+            from mlops.errors import ConfigError
+
+            raise ConfigError(f"--name {args.name}: {args.registered} registered {name!r}")
     result = promote.promote(
         args.repo,
         args.env,
-        args.version,
-        args.name,
+        version,
+        name,
         params.train.model_name,
         by=args.by,
         push=args.push,
@@ -63,6 +96,20 @@ def cmd_rollback(args: argparse.Namespace, params: Any) -> None:
     from mlops.gitops import rollback
 
     result = rollback.rollback(args.repo, args.env, by=args.by, push=args.push)
+    if args.json:
+        print(json.dumps(result, sort_keys=True))
+
+
+def add_sync_aliases(p: argparse.ArgumentParser) -> None:
+    """Options of `mlops sync-aliases`."""
+    p.add_argument("--repo", type=Path, default=Path("."), help="git checkout holding deploy/ (default .)")
+    p.add_argument("--json", action="store_true", help="print each env's outcome as JSON on stdout")
+
+
+def cmd_sync_aliases(args: argparse.Namespace, params: Any) -> None:
+    from mlops.gitops import sync
+
+    result = sync.sync_aliases(args.repo)
     if args.json:
         print(json.dumps(result, sort_keys=True))
 
@@ -124,6 +171,13 @@ COMMANDS = {
         "restore the env's previous promotion record from git history as a new commit (or merge request)",
         add_rollback,
         cmd_rollback,
+        params=None,
+    ),
+    "sync-aliases": Command(
+        "point each env's MLflow alias at the version of its committed promotion record (after a merged "
+        "production merge request; exit 6 if the registry's weights sha256 differs from the record's)",
+        add_sync_aliases,
+        cmd_sync_aliases,
         params=None,
     ),
     "rehearse": Command(

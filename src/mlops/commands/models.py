@@ -29,12 +29,29 @@ def add_register(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--allow-failed", action="store_true", help="register even if the gate failed (tag gate=failed)"
     )
-    p.add_argument("--json", action="store_true", help="print {name, version, uri, gate, created} on stdout")
+    p.add_argument(
+        "--image",
+        action="append",
+        default=[],
+        metavar="NAME=REPOSITORY@DIGEST",
+        help="an image built and pushed with this version (server, fetch, monitor, pipeline), by digest: "
+        "tagged image.<NAME>, written into the record by promote (repeatable)",
+    )
+    p.add_argument(
+        "--json", action="store_true", help="print {name, version, uri, gate, created, images} on stdout"
+    )
 
 
 def cmd_register(args: argparse.Namespace, params: Any) -> None:
     from mlops import registry
+    from mlops.errors import ConfigError
 
+    images: dict[str, str] = {}
+    for value in args.image:
+        key, sep, ref = value.partition("=")
+        if not sep or not key or not ref:
+            raise ConfigError(f"--image {value}: expected NAME=REPOSITORY@sha256:DIGEST")
+        images[key] = ref
     result = registry.register(
         args.model_dir,
         args.gate,
@@ -47,6 +64,7 @@ def cmd_register(args: argparse.Namespace, params: Any) -> None:
         reference_rows=params.drift.reference_rows,
         seed=params.drift.seed,
         evaluation_from=(args.data, args.test),
+        images=images,
     )
     if args.json:
         print(json.dumps(result, sort_keys=True))

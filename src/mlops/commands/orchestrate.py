@@ -1,4 +1,5 @@
-"""commands.orchestrate: `mlops dvc-stage`, `mlops kfp-compile` and `mlops kfp-step` (dvc.yaml for other orchestrators).
+"""commands.orchestrate: `mlops dvc-stage`, `mlops kfp-compile`, `mlops kfp-step` and `mlops airflow-dag`
+(dvc.yaml for other orchestrators).
 
 Each command: its options (`add_<name>`) beside its handler (`cmd_<name>`), listed in COMMANDS.
 """
@@ -77,6 +78,60 @@ def cmd_kfp_step(args: argparse.Namespace, params: Any) -> None:
     )
 
 
+def add_airflow_dag(p: argparse.ArgumentParser) -> None:
+    """Options of `mlops airflow-dag`."""
+    p.add_argument("--out", type=Path, required=True, help="the DAG file to write (e.g. $AIRFLOW_HOME/dags/)")
+    p.add_argument("--dvc-yaml", type=Path, default=Path("dvc.yaml"))
+    p.add_argument(
+        "--mode",
+        choices=("local", "kubernetes"),
+        default="local",
+        help="local: dvc repro per stage in a checkout; kubernetes: a pod per stage (KubernetesPodOperator)",
+    )
+    p.add_argument("--dag-id", default="mlops_dvc_pipeline", help="the DAG id (default mlops_dvc_pipeline)")
+    p.add_argument(
+        "--schedule",
+        default=None,
+        help="cron: a scheduled retrain DAG ending with `mlops retrain-mr` (local)",
+    )
+    p.add_argument(
+        "--checkout", default=None, help="local: default checkout to run in (default: the project)"
+    )
+    p.add_argument(
+        "--bin-dir", default=None, help="local: default dir with dvc and mlops (default: this env's)"
+    )
+    p.add_argument(
+        "--image", default=None, help="kubernetes: the pipeline image (default mlops-pipeline:<v>)"
+    )
+    p.add_argument("--project-dir", default="/app", help="kubernetes: the DVC project's path in the image")
+    p.add_argument("--namespace", default="default", help="kubernetes: default namespace of the pods")
+    p.add_argument(
+        "--secret-name",
+        default="mlops-pipeline",
+        help="kubernetes: Secret with DVC remote and MLflow settings",
+    )
+
+
+def cmd_airflow_dag(args: argparse.Namespace, params: Any) -> None:
+    from mlops.orchestrate import airflow_dag, dag
+
+    pipeline = dag.load(args.dvc_yaml)
+    source = airflow_dag.dag_source(
+        pipeline,
+        root=args.dvc_yaml.resolve().parent,
+        mode=args.mode,
+        dag_id=args.dag_id,
+        schedule=args.schedule,
+        checkout=args.checkout,
+        bin_dir=args.bin_dir,
+        image=args.image,
+        project_dir=args.project_dir,
+        namespace=args.namespace,
+        secret_name=args.secret_name,
+    )
+    airflow_dag.write_dag(source, args.out)
+
+
 COMMANDS = {
     "dvc-stage": Command(
         "a dvc.yaml stage as JSON: cmd, upstream stages, data deps, outs",
@@ -94,6 +149,12 @@ COMMANDS = {
         "run one DVC stage as a pipeline step: dvc pull, the cmd, dvc push",
         add_kfp_step,
         cmd_kfp_step,
+        params=None,
+    ),
+    "airflow-dag": Command(
+        "generate an Airflow DAG file from dvc.yaml: one task per stage (local dvc repro or a pod each)",
+        add_airflow_dag,
+        cmd_airflow_dag,
         params=None,
     ),
 }

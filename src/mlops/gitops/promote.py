@@ -14,9 +14,11 @@ Then it writes the record atomically and commits it with a message carrying the 
 the dvc.lock md5. An unprotected environment (deploy/promotion.yaml) is committed on the current branch
 (`--push` sends it to the tracked branch, as CI does); a protected one gets a branch
 `promote/<env>/<name>-<version>`, pushed, and a merge request into the tracked branch on GitHub or
-GitLab. The MLflow alias `<env>` mirrors git: it moves when the record is committed to the tracked
-branch; for a protected environment, rerunning the same promotion after the merge (a no-op on git)
-moves it. Promoting the version already recorded changes nothing in git (the alias is synced to it).
+GitLab. The record carries the version's images by digest (its `image.*` registry tags; `{}` without
+them: the env's values.yaml images run). The MLflow alias `<env>` mirrors git: it moves when the record
+is committed to the tracked branch; for a protected environment, `mlops sync-aliases` on the tracked
+branch after the merge moves it (main's ci-promote runs it; so does rerunning the same promotion, a no-op
+on git). Promoting the version already recorded changes nothing in git (the alias is synced to it).
 """
 
 from __future__ import annotations
@@ -99,7 +101,8 @@ def verify_version(name: str, version: str, dest: Path | None = None) -> dict[st
         dest: keep the fetched, verified files here (default: a temp dir, removed).
 
     Returns:
-        {name, version, uri, sha256, metrics, git_sha, dvc_lock_md5}.
+        {name, version, uri, sha256, images, metrics, git_sha, dvc_lock_md5}: images from the version's
+        `image.*` tags ({} without them).
 
     Raises:
         PromotionRefused: unknown version, gate not passed, model files missing (exit 6).
@@ -143,6 +146,7 @@ def verify_version(name: str, version: str, dest: Path | None = None) -> dict[st
         "version": str(mv.version),
         "uri": f"models:/{name}/{mv.version}",
         "sha256": fetched["sha256"],
+        "images": registry.version_images(tags),
         "metrics": metrics,
         "git_sha": tags.get("git_sha", "unknown"),
         "dvc_lock_md5": tags.get("dvc_lock_md5", "unknown"),
@@ -182,12 +186,20 @@ def commit_message(
         f"{verb}({env}): {facts['name']} version {facts['version']}\n\n"
         f"model: {facts['uri']}\n"
         f"sha256: {facts['sha256']}\n"
+        f"images: {_images(facts.get('images'))}\n"
         f"metrics: {metrics or 'none'}\n"
         f"dvc.lock md5: {facts.get('dvc_lock_md5', 'unknown')}\n"
         f"model git sha: {facts['git_sha']}\n"
         f"previous: {before}\n"
         f"{compared}"
     )
+
+
+def _images(images: dict[str, str] | None) -> str:
+    """The record's images for a commit message; none: the env's values.yaml images."""
+    if not images:
+        return "none recorded with this version (the env's values.yaml images)"
+    return ", ".join(f"{k}={v}" for k, v in sorted(images.items()))
 
 
 def _summary(comparison: dict[str, Any]) -> str:
@@ -310,6 +322,7 @@ def promote(
             and current.name == name
             and current.version == facts["version"]
             and current.sha256 == facts["sha256"]
+            and (current.images or {}) == facts["images"]
         ):
             log.info("promote: %s already runs %s version %s; nothing to change", env, name, facts["version"])
             # the committed record names it (after a merged merge request, say): the alias mirrors git
@@ -328,7 +341,7 @@ def promote(
                 )
     previous = rec.pointer(current)
     new = {
-        **{k: facts[k] for k in ("name", "version", "uri", "sha256", "metrics", "git_sha")},
+        **{k: facts[k] for k in ("name", "version", "uri", "sha256", "images", "metrics", "git_sha")},
         "promoted_at": now(),
         "promoted_by": promoted_by(by, repo),
         "previous": previous,

@@ -3,8 +3,11 @@
 
 The record is the one file that says which model version runs in an environment (git is the source of
 truth; the MLflow alias `<env>` mirrors it). Only `mlops promote` and `mlops rollback` write it, atomically.
-Its fields: name, version, uri, sha256, metrics, git_sha (the commit that produced
-the model), promoted_at, promoted_by, previous ({version, uri, sha256} of the record it replaced, or null).
+Its fields: name, version, uri, sha256, images ({server, fetch, monitor, pipeline:
+repository@sha256:...}: the images CI built and pushed with the version, from its `image.*` registry tags;
+the chart deploys them by digest; `{}` for a version registered without them, which runs the images of
+the env's values.yaml), metrics, git_sha (the commit that produced the model), promoted_at, promoted_by,
+previous ({version, uri, sha256} of the record it replaced, or null).
 
 The settings name the branch Argo CD tracks, the git remote, and per environment whether it is protected:
 a protected environment is changed by a merge request, never by a direct commit.
@@ -26,7 +29,18 @@ from mlops.records import PromotionRecord, read_record
 ENVS_DIR = Path("deploy/envs")
 RECORD = "model.yaml"
 SETTINGS = Path("deploy/promotion.yaml")
-FIELDS = ("name", "version", "uri", "sha256", "metrics", "git_sha", "promoted_at", "promoted_by", "previous")
+FIELDS = (
+    "name",
+    "version",
+    "uri",
+    "sha256",
+    "images",
+    "metrics",
+    "git_sha",
+    "promoted_at",
+    "promoted_by",
+    "previous",
+)
 HEADER = (
     "# Promotion record: the model version this environment runs (fields: src/mlops/gitops/record.py).\n"
     "# Written only by `mlops promote` / `mlops rollback`; change it through them, not by hand.\n"

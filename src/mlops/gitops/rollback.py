@@ -2,7 +2,8 @@
 
 The current record names its predecessor (`previous`: version, uri, sha256). The newest commit in the
 record's history whose record is that version with that sha256 is the one restored: its model fields
-(name, version, uri, sha256, metrics, git_sha) come back verbatim; promoted_at/promoted_by say who rolled
+(name, version, uri, sha256, images, metrics, git_sha) come back verbatim (the image digests it ran
+with included; a record from before images were recorded restores `{}`: the values' images); promoted_at/promoted_by say who rolled
 back and when, and `previous` points at the record rolled back from, so a second rollback undoes the first
 (like `git revert`). The version is checked in the registry exactly as a promotion is (gate passed,
 weights match); the change is committed (or proposed as a merge request for a protected environment)
@@ -72,9 +73,10 @@ def rollback(repo: Path, env: str, by: str | None = None, push: bool = False) ->
             f"{relpath}: registry version {prev['version']} now holds weights {facts['sha256'][:12]}…, "
             f"not the recorded {prev['sha256'][:12]}…"
         )
-    restored = {k: old.get(k) for k in ("name", "version", "uri", "sha256", "metrics", "git_sha")}
+    restored = {k: old.get(k) for k in ("name", "version", "uri", "sha256", "images", "metrics", "git_sha")}
     new = {
         **restored,
+        "images": restored["images"] or {},
         "version": str(restored["version"]),
         "promoted_at": prom.now(),
         "promoted_by": prom.promoted_by(by, repo),

@@ -5,6 +5,8 @@ one inside the other): DVC's rule for `dvc dag`. Outputs are `outs`, `metrics` a
 `data_deps(stage)` are the paths `dvc pull` must fetch before the stage can run: its deps that are
 produced by other stages (code and params come with the image). Parametrized stages (`foreach`,
 `matrix`, `${...}` templating) and a `wdir` are not supported: a ConfigError names the stage.
+`params` are the (file, key) pairs a stage declares (`params.yaml` unless a `{file: [keys]}` entry says
+otherwise): `params_values()` reads them, so an orchestrator can label a run with their hash.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class Stage:
     cmd: str
     deps: tuple[str, ...]
     outs: tuple[str, ...]
+    params: tuple[tuple[str, str], ...] = ()
 
 
 def _norm(path: str) -> str:
@@ -55,6 +58,51 @@ def _paths(entries: Any, where: str) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _params(entries: Any, where: str) -> tuple[tuple[str, str], ...]:
+    """(file, key) pairs of a params list: `key` (params.yaml) or `{file: [keys]}` (an empty list: the whole
+    file, key "")."""
+    if entries is None:
+        return ()
+    if not isinstance(entries, list):
+        raise ConfigError(f"{where}: expected a list, got {type(entries).__name__}")
+    out: list[tuple[str, str]] = []
+    for entry in entries:
+        if isinstance(entry, str) and entry.strip():
+            out.append(("params.yaml", entry.strip()))
+        elif isinstance(entry, dict) and len(entry) == 1:
+            file, keys = next(iter(entry.items()))
+            if keys is None or keys == []:
+                out.append((_norm(str(file)), ""))
+            elif isinstance(keys, list) and all(isinstance(k, str) for k in keys):
+                out.extend((_norm(str(file)), k) for k in keys)
+            else:
+                raise ConfigError(f"{where}: entry {entry!r}: expected {{file: [keys]}}")
+        else:
+            raise ConfigError(f"{where}: entry {entry!r} is not a params key")
+    return tuple(out)
+
+
+def params_values(stage: Stage, root: str | Path = ".") -> dict[str, Any]:
+    """The values of a stage's declared params, read from the files under `root`: key (params.yaml) or
+    "file:key" → value; a whole file "file:" → its document.
+
+    Raises:
+        ConfigError: a params file is unreadable, or a key is missing (naming file and key).
+    """
+    docs: dict[str, Any] = {}
+    values: dict[str, Any] = {}
+    for file, key in stage.params:
+        if file not in docs:
+            docs[file] = read_yaml(Path(root) / file)
+        node = docs[file]
+        for part in key.split(".") if key else ():
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(f"{Path(root) / file}: no key {key!r} (stage {stage.name!r} params)")
+            node = node[part]
+        values[key if file == "params.yaml" else f"{file}:{key}"] = node
+    return values
+
+
 def _stage(name: str, body: Any, source: str) -> Stage:
     where = f"{source}: stage {name!r}"
     if not isinstance(body, dict):
@@ -75,7 +123,8 @@ def _stage(name: str, body: Any, source: str) -> Stage:
     outs = sum((_paths(body.get(key), f"{where} {key}") for key in OUTPUT_KEYS), ())
     if any("${" in text for text in (cmd, *deps, *outs)):
         raise ConfigError(f"{where}: `${{...}}` templating is not supported by the orchestrator compiler")
-    return Stage(name=name, cmd=" ".join(cmd.split()), deps=deps, outs=outs)
+    params = _params(body.get("params"), f"{where} params")
+    return Stage(name=name, cmd=" ".join(cmd.split()), deps=deps, outs=outs, params=params)
 
 
 class Pipeline:
