@@ -212,7 +212,7 @@ ci-test-docker: ci-test-docker-vars install-dev ## CI job test-docker: image bui
 # The CI image (Dockerfile.ci), tagged by the hash of what it is built from.
 CI_IMAGE_HASH := $(shell cat Dockerfile.ci pyproject.toml tools/package.json tools/package-lock.json tools/system-packages.sh \
 	tests/serve/oip_clients/kserve-requirements.txt tests/serve/oip_clients/toolenv.py tests/orchestrate/kfp-requirements.txt \
-	tests/orchestrate/airflow-requirements.txt 2>/dev/null | sha1sum | cut -c1-12)
+	2>/dev/null | sha1sum | cut -c1-12)
 CI_IMAGE ?= mlops-ci:$(CI_IMAGE_HASH)
 
 ci-image: ## build the CI image (CI_IMAGE=mlops-ci:<hash of its inputs>; skipped when it exists)

@@ -7,8 +7,10 @@ is a test double (labelled, in mr_double.py): no GitHub or GitLab server can run
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -384,3 +386,22 @@ def test_promote_refuses_a_version_without_evaluation_rows(versions, gated, clon
     assert mlops(clone, "promote", "--env", "staging", "--version", versions["v1"], "--name", name) == 0
     args = ("promote", "--env", "staging", "--version", vn, "--name", other)
     assert_refused(clone, capsys, *args, reason=f"version {vn} has no evaluation.parquet")
+
+
+def test_two_promotions_at_once_make_one_commit_and_both_succeed(versions, clone: Path):
+    """Two `mlops promote` of the same version started together (two jobs on one runner): the checkout's
+    promotion lock serialises them, the second finds the version recorded and changes nothing."""
+    name, v1 = versions["name"], versions["v1"]
+    head = git(clone, "rev-parse", "HEAD").strip()
+    cmd = [sys.executable, "-m", "mlops", "promote", "--env", "staging", "--version", v1, "--name", name]
+    procs = [
+        subprocess.Popen(
+            cmd, cwd=clone, env=dict(os.environ), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        for _ in range(2)
+    ]
+    outcomes = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
+    assert [code for code, _ in outcomes] == [0, 0], outcomes
+    assert git(clone, "rev-list", "--count", f"{head}..HEAD").strip() == "1"
+    assert yaml.safe_load((clone / RECORD).read_text())["version"] == v1
+    assert any("nothing to change" in err for _, err in outcomes), outcomes

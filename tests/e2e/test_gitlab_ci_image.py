@@ -49,7 +49,6 @@ def _ci_wheelhouse() -> Path:
     tools = [
         REPO / "tests/serve/oip_clients/kserve-requirements.txt",
         REPO / "tests/orchestrate/kfp-requirements.txt",
-        REPO / "tests/orchestrate/airflow-requirements.txt",
     ]
     kserve = "".join(path.read_text() for path in tools)
     key = hashlib.sha256(f"ci|{text}|{freeze}|{kserve}".encode()).hexdigest()[:16]
@@ -78,7 +77,7 @@ def _ci_wheelhouse() -> Path:
             "wheel",
             timeout=1800,
         )
-        for requirements in tools:  # the KServe client's, KFP compiler's and Airflow's venvs (own pins)
+        for requirements in tools:  # the KServe client's and KFP compiler's venvs (their own pins)
             _sh(
                 sys.executable,
                 "-m",
@@ -121,9 +120,10 @@ def ci_image(docker, tmp_path_factory) -> str:  # noqa: F811
     (ctx / "tests/serve/oip_clients").mkdir(parents=True)
     for name in ("kserve-requirements.txt", "toolenv.py"):
         shutil.copy2(REPO / "tests/serve/oip_clients" / name, ctx / "tests/serve/oip_clients" / name)
-    (ctx / "tests/orchestrate").mkdir(parents=True)  # the KFP compiler's and Airflow's venvs, prebuilt
-    for name in ("kfp-requirements.txt", "airflow-requirements.txt"):
-        shutil.copy2(REPO / "tests/orchestrate" / name, ctx / "tests/orchestrate" / name)
+    (ctx / "tests/orchestrate").mkdir(parents=True)  # the KFP compiler's venv, prebuilt like KServe's
+    shutil.copy2(
+        REPO / "tests/orchestrate/kfp-requirements.txt", ctx / "tests/orchestrate/kfp-requirements.txt"
+    )
     node_modules = REPO / "tools/node_modules"
     assert (node_modules / ".bin/gitlab-ci-local").exists(), "run `make install-dev` first (make test does)"
     shutil.copytree(node_modules, ctx / "node_modules", symlinks=True)

@@ -23,12 +23,14 @@ on git). Promoting the version already recorded changes nothing in git (the alia
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import getpass
 import logging
 import os
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -56,8 +58,29 @@ def git(repo: Path, *args: str, check: bool = True) -> str:
     except (OSError, subprocess.TimeoutExpired) as e:
         raise ConfigError(f"{repo}: git {args[0]} failed ({e})") from e
     if check and out.returncode != 0:
-        raise ConfigError(f"{repo}: git {' '.join(args[:2])} failed: {out.stderr.strip()[-500:]}")
+        # git writes some refusals ("nothing to commit") on stdout: name whichever it gave
+        reason = (out.stderr.strip() or out.stdout.strip() or f"exit {out.returncode}")[-500:]
+        raise ConfigError(f"{repo}: git {' '.join(args[:2])} failed: {reason}")
     return out.stdout
+
+
+@contextlib.contextmanager
+def checkout_lock(repo: Path) -> Iterator[None]:
+    """Serialise promotions and rollbacks in one checkout (an exclusive lock on a file in its git dir).
+
+    Two promotions started together (two CI jobs on one runner, a person and a job) would otherwise both
+    read the same record and race to commit it; with the lock the second reads what the first committed
+    (the same version: nothing to change; another one: compared with it).
+    """
+    import fcntl
+
+    git_dir = Path(git(repo, "rev-parse", "--absolute-git-dir").strip())
+    with open(git_dir / "mlops-promote.lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def repo_root(path: Path) -> Path:
@@ -274,6 +297,24 @@ def apply(
 
 
 def promote(
+    repo: Path,
+    env: str,
+    version: str,
+    name: str | None,
+    default_name: str,
+    by: str | None = None,
+    push: bool = False,
+    *,
+    champion: ChampionParams,
+    bins: int,
+) -> dict[str, Any]:
+    """Promote a registry version to `env`, holding the checkout's promotion lock (see `_promote`)."""
+    root = repo_root(repo)
+    with checkout_lock(root):
+        return _promote(root, env, version, name, default_name, by, push, champion=champion, bins=bins)
+
+
+def _promote(
     repo: Path,
     env: str,
     version: str,

@@ -39,6 +39,13 @@ def find_in_history(repo: Path, relpath: str, version: str, sha256: str) -> tupl
 
 
 def rollback(repo: Path, env: str, by: str | None = None, push: bool = False) -> dict[str, Any]:
+    """Restore the previous record of `env`, holding the checkout's promotion lock (see `_rollback`)."""
+    root = prom.repo_root(repo)
+    with prom.checkout_lock(root):
+        return _rollback(root, env, by, push)
+
+
+def _rollback(repo: Path, env: str, by: str | None = None, push: bool = False) -> dict[str, Any]:
     """Restore the previous record of `env` (see the module docstring).
 
     Returns:
