@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlops import paired_bootstrap
-from mlops.errors import ChecksumMismatch, DataError, ModelNotReady, PromotionRefused
+from mlops.errors import ChecksumMismatch, ConfigError, DataError, ModelNotReady, PromotionRefused
 from mlops.labels import LABEL
-from mlops.metrics import LOWER_IS_BETTER, METRICS, scores
+from mlops.metrics import LOWER_IS_BETTER, TASK_METRICS, scores, task_scores
 from mlops.params.champion import ChampionParams
 from mlops.records import PromotionRecord, read_record
+from mlops.task import Task
 
 if TYPE_CHECKING:  # torch and pandas load only when models are scored
     import pandas as pd
@@ -50,14 +51,19 @@ def paired(
     p_champ: np.ndarray,
     t_champ: float,
     bins: int,
+    task: Task | None = None,
+    top_k: int = 2,
 ) -> dict[str, Any]:
-    """Compare two models' probabilities on the same rows.
+    """Compare two models' outputs on the same rows (every metric of their task, mlops.metrics).
 
     Args:
         params: the `champion` section.
         y: 0/1 labels; p_cand, p_champ: each model's positive-class probabilities on those rows.
         t_cand, t_champ: each model's decision threshold.
         bins: calibration bins (ece), params.yaml `evaluate.calibration_bins`.
+        task: what both models predict (default binary); y and the outputs are that task's
+            (class indices and [rows, N] probabilities for multiclass, values for regression).
+        top_k: multiclass top_k_accuracy's k (`evaluate.top_k`).
 
     Returns:
         {passed, failed (metric names), rows, confidence, resamples, metrics}: `metrics` holds one row
@@ -65,14 +71,27 @@ def paired(
         significant, regression, bound and verdict (pass|fail).
     """
     boot = params.bootstrap
+    kind = task.kind if task is not None else "binary"
+    names = TASK_METRICS[kind]
+    for name in params.max_regression:
+        if name not in names:
+            raise ConfigError(
+                f"params.yaml: champion.max_regression.{name}: not a {kind} metric (schema.task: {kind} "
+                f"has {', '.join(names)})"
+            )
     compared = {m: (t_cand, t_champ) for m in params.max_regression}
     started = time.perf_counter()
-    diffs = paired_bootstrap.paired_differences(y, p_cand, p_champ, compared, boot.samples, boot.seed, bins)
+    diffs = paired_bootstrap.paired_differences(
+        y, p_cand, p_champ, compared, boot.samples, boot.seed, bins, top_k
+    )
     log.info("compare: paired bootstrap, %d resamples, %.2fs", boot.samples, time.perf_counter() - started)
-    s_cand, s_champ = scores(y, p_cand, t_cand, bins), scores(y, p_champ, t_champ, bins)
+    if kind == "binary":
+        s_cand, s_champ = scores(y, p_cand, t_cand, bins), scores(y, p_champ, t_champ, bins)
+    else:
+        s_cand, s_champ = (task_scores(task, y, p, bins, top_k) for p in (p_cand, p_champ))
     alpha = (1.0 - boot.confidence) / 2
     rows = []
-    for name in [*params.max_regression, *(m for m in METRICS if m not in params.max_regression)]:
+    for name in [*params.max_regression, *(m for m in names if m not in params.max_regression)]:
         v_cand, v_champ = s_cand.get(name), s_champ.get(name)
         row: dict[str, Any] = {
             "metric": name,
@@ -133,10 +152,21 @@ def fetch_champion(record: PromotionRecord, dest: Path, where: str) -> Scorer:
 
 
 def against(
-    params: ChampionParams, bins: int, candidate: Scorer, rows: pd.DataFrame, champ: Scorer
+    params: ChampionParams, bins: int, candidate: Scorer, rows: pd.DataFrame, champ: Scorer, top_k: int = 2
 ) -> dict[str, Any]:
-    """`paired()` of two loaded models on labelled raw rows (feature columns + the 0/1 `LABEL`)."""
-    y = rows[LABEL].to_numpy(dtype=int)
+    """`paired()` of two loaded models on labelled raw rows (feature columns + the encoded `LABEL`).
+
+    Raises:
+        ConfigError: the two models predict different things (tasks or classes), exit 2.
+    """
+    task = candidate.task
+    if champ.task.kind != task.kind or champ.task.classes != task.classes:
+        raise ConfigError(
+            f"champion: {champ.name} is a {champ.task.kind} model over {list(champ.task.classes)}, the "
+            f"candidate a {task.kind} model over {list(task.classes)}: their metrics do not compare "
+            "(a new task starts without a champion: promote without one, see docs)"
+        )
+    y = rows[LABEL].to_numpy(dtype=np.float64 if task.kind == "regression" else int)
     return paired(
         params,
         y,
@@ -145,6 +175,8 @@ def against(
         champ.predict_proba(rows),
         champ.threshold,
         bins,
+        task,
+        top_k,
     )
 
 

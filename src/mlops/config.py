@@ -69,6 +69,30 @@ class Params(Section):
         return self
 
     @model_validator(mode="after")
+    def _rules_fit_the_task(self) -> Params:
+        from mlops.errors import ConfigError
+        from mlops.metrics import TASK_METRICS
+        from mlops.task import LOSSES
+
+        task = self.schema_.task
+        try:
+            self.gate.check_task(task)
+        except ConfigError as e:
+            raise ValueError(str(e).removeprefix("params.yaml: ")) from e
+        for name in self.champion.max_regression:
+            if name not in TASK_METRICS[task]:
+                raise ValueError(
+                    f"champion.max_regression.{name}: not a {task} metric (schema.task: {task} has "
+                    f"{', '.join(TASK_METRICS[task])})"
+                )
+        if self.train.loss != "auto" and self.train.loss not in LOSSES[task]:
+            raise ValueError(
+                f"train.loss: {self.train.loss!r} does not fit schema.task: {task} "
+                f"(expected auto or {' | '.join(LOSSES[task])})"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _expectations_match_the_schema(self) -> Params:
         check_expectations(self.schema_, self.expectations)
         return self

@@ -15,10 +15,22 @@ from typing import Any
 import numpy as np
 
 METRICS = ("roc_auc", "pr_auc", "f1", "precision", "recall", "accuracy", "log_loss", "ece")
-"""The metrics `evaluate` computes (`scores`); the gate's and the champion comparison's rules name them."""
+"""The binary metrics `evaluate` computes (`scores`); the gate's and the champion comparison's rules name them."""
 
+MULTICLASS_METRICS = ("accuracy", "macro_f1", "weighted_f1", "log_loss", "top_k_accuracy", "ece")
+"""Multiclass: `top_k_accuracy` counts a row right when its class is among the `evaluate.top_k` most
+probable; `ece` is the top-label calibration error (confidence = the highest probability)."""
 
-LOWER_IS_BETTER = frozenset({"log_loss", "ece"})
+REGRESSION_METRICS = ("rmse", "mae", "r2", "mape")
+"""Regression, in the target's units (`mape`: a fraction, undefined when a target is 0)."""
+
+PER_CLASS = ("precision", "recall", "f1")
+"""Multiclass metrics reported for every class (`per_class` in metrics.json; `gate.classes.min` floors)."""
+
+TASK_METRICS = {"binary": METRICS, "multiclass": MULTICLASS_METRICS, "regression": REGRESSION_METRICS}
+ALL_METRICS = tuple(dict.fromkeys(m for names in TASK_METRICS.values() for m in names))
+
+LOWER_IS_BETTER = frozenset({"log_loss", "ece", "rmse", "mae", "mape"})
 
 
 def _groups(p: np.ndarray, descending: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -35,19 +47,26 @@ def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def weighted(
-    name: str, y: np.ndarray, p: np.ndarray, w: np.ndarray, threshold: float, bins: int
+    name: str, y: np.ndarray, p: np.ndarray, w: np.ndarray, threshold: float, bins: int, top_k: int = 2
 ) -> np.ndarray:
     """One metric for each row of `w` (e.g. resamples x rows of draw counts); NaN where undefined.
 
     Args:
-        name: a metric of `scores`.
-        y: 0/1 labels; p: positive-class probabilities; w: non-negative weights, shape (k, rows).
-        threshold: decision threshold (f1, precision, recall, accuracy).
+        name: a metric of `scores` (binary), of MULTICLASS_METRICS or `<precision|recall|f1>.<class
+            index>` (multiclass: `p` is [rows, N]), or of REGRESSION_METRICS.
+        y: 0/1 labels (binary), class indices (multiclass) or targets (regression); p: positive-class
+            probabilities, class probabilities or predictions; w: non-negative weights, shape (k, rows).
+        threshold: decision threshold (binary f1, precision, recall, accuracy).
         bins: calibration bins (ece).
+        top_k: multiclass `top_k_accuracy`'s k.
 
     Returns:
         k values; NaN where the metric is undefined (ROC/PR AUC on one class, no weight at all).
     """
+    if p.ndim == 2:
+        return _multiclass(name, y, p, w, bins, top_k)
+    if name in REGRESSION_METRICS:
+        return _regression(name, y, p, w)
     y = y.astype(np.float64)
     pos, neg = w @ y, w @ (1 - y)
     total = pos + neg
@@ -88,6 +107,118 @@ def weighted(
     if name == "f1":
         return np.nan_to_num(_safe_div(2 * tp, 2 * tp + fp + fn))
     raise ValueError(f"unknown metric {name!r} (expected one of {', '.join(METRICS)})")
+
+
+def _multiclass(name: str, y: np.ndarray, p: np.ndarray, w: np.ndarray, bins: int, k: int) -> np.ndarray:
+    """One multiclass metric per row of `w`: y holds class indices, p [rows, N] probabilities."""
+    y = y.astype(np.int64)
+    n_classes = p.shape[1]
+    total = w.sum(axis=1)
+    pred = np.argmax(p, axis=1)
+    if name == "accuracy":
+        return _safe_div(w @ (pred == y).astype(np.float64), total)
+    if name == "log_loss":
+        q = np.clip(p[np.arange(len(y)), y], 1e-7, 1.0)
+        return _safe_div(w @ -np.log(q), total)
+    if name == "top_k_accuracy":
+        k = min(k, n_classes)
+        top = np.argsort(-p, axis=1, kind="stable")[:, :k]
+        return _safe_div(w @ (top == y[:, None]).any(axis=1).astype(np.float64), total)
+    if name == "ece":
+        conf = p.max(axis=1)
+        which = np.minimum((conf * bins).astype(int), bins - 1)
+        onehot = np.eye(bins)[which]
+        gap = np.abs((w * (pred == y)) @ onehot - (w * conf) @ onehot)
+        return _safe_div(gap.sum(axis=1), total)
+    if name in ("macro_f1", "weighted_f1") or name.split(".")[0] in PER_CLASS:
+        truth = np.eye(n_classes)[y]  # rows x N
+        guess = np.eye(n_classes)[pred]
+        tp = w @ (truth * guess)  # k x N
+        fp = w @ ((1 - truth) * guess)
+        fn = w @ (truth * (1 - guess))
+        f1 = np.nan_to_num(_safe_div(2 * tp, 2 * tp + fp + fn))
+        if name == "macro_f1":
+            return f1.mean(axis=1)
+        if name == "weighted_f1":
+            support = w @ truth
+            return _safe_div((f1 * support).sum(axis=1), support.sum(axis=1))
+        metric, _, which_class = name.partition(".")
+        c = int(which_class)
+        if metric == "precision":
+            return np.nan_to_num(_safe_div(tp[:, c], tp[:, c] + fp[:, c]))
+        if metric == "recall":
+            return _safe_div(tp[:, c], tp[:, c] + fn[:, c])
+        return f1[:, c]
+    raise ValueError(f"unknown multiclass metric {name!r} (expected one of {', '.join(MULTICLASS_METRICS)})")
+
+
+def _regression(name: str, y: np.ndarray, p: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """One regression metric per row of `w`: y targets, p predictions (same units)."""
+    y = y.astype(np.float64)
+    err = p - y
+    total = w.sum(axis=1)
+    if name == "rmse":
+        return np.sqrt(_safe_div(w @ err**2, total))
+    if name == "mae":
+        return _safe_div(w @ np.abs(err), total)
+    if name == "mape":
+        if (y == 0).any():
+            return np.full(len(w), np.nan)
+        return _safe_div(w @ np.abs(err / y), total)
+    if name == "r2":
+        mean = _safe_div(w @ y, total)
+        ss_tot = (w * (y[None, :] - mean[:, None]) ** 2).sum(axis=1)
+        ss_res = w @ err**2
+        return np.where(ss_tot > 0, 1 - ss_res / np.where(ss_tot > 0, ss_tot, 1), np.nan)
+    raise ValueError(f"unknown regression metric {name!r} (expected one of {', '.join(REGRESSION_METRICS)})")
+
+
+def multiclass_scores(
+    y: np.ndarray, p: np.ndarray, classes: list[str], bins: int, top_k: int
+) -> dict[str, Any]:
+    """Multiclass metrics for class indices `y` and probabilities `p` [rows, N]; `per_class` holds
+    precision, recall, F1 and rows of every class."""
+    y = np.asarray(y).astype(np.int64)
+    p = np.asarray(p, dtype=np.float64)
+    ones = np.ones((1, len(y)))
+    out: dict[str, Any] = {"rows": int(len(y))}
+    out["class_rates"] = {c: float((y == i).mean()) if len(y) else None for i, c in enumerate(classes)}
+    for name in MULTICLASS_METRICS:
+        value = float(_multiclass(name, y, p, ones, bins, top_k)[0]) if len(y) else float("nan")
+        out[name] = None if np.isnan(value) else value
+    out["top_k"] = top_k
+    per_class: dict[str, dict[str, Any]] = {}
+    for i, c in enumerate(classes):
+        row: dict[str, Any] = {"rows": int((y == i).sum())}
+        for metric in PER_CLASS:
+            value = (
+                float(_multiclass(f"{metric}.{i}", y, p, ones, bins, top_k)[0]) if len(y) else float("nan")
+            )
+            row[metric] = None if np.isnan(value) else value
+        per_class[c] = row
+    out["per_class"] = per_class
+    return out
+
+
+def regression_scores(y: np.ndarray, p: np.ndarray) -> dict[str, Any]:
+    """Regression metrics for targets `y` and predictions `p` (both in the target's units)."""
+    y = np.asarray(y, dtype=np.float64)
+    p = np.asarray(p, dtype=np.float64)
+    ones = np.ones((1, len(y)))
+    out: dict[str, Any] = {"rows": int(len(y)), "mean_target": float(y.mean()) if len(y) else None}
+    for name in REGRESSION_METRICS:
+        value = float(_regression(name, y, p, ones)[0]) if len(y) else float("nan")
+        out[name] = None if np.isnan(value) else value
+    return out
+
+
+def task_scores(task: Any, y: np.ndarray, p: np.ndarray, bins: int, top_k: int = 2) -> dict[str, Any]:
+    """The metrics of `task` (mlops.task.Task) for encoded targets `y` and model outputs `p`."""
+    if task.kind == "multiclass":
+        return multiclass_scores(y, p, list(task.classes), bins, top_k)
+    if task.kind == "regression":
+        return regression_scores(y, p)
+    return scores(y, p, task.threshold, bins)
 
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int) -> float:

@@ -29,7 +29,9 @@ from mlops.artifact import FORMAT, METADATA, ONNX, WEIGHTS, verify
 from mlops.artifact import read_metadata as read_metadata  # re-exported: callers use model.read_metadata
 from mlops.errors import ConfigError, ModelNotReady
 from mlops.features import Preprocessor
-from mlops.scorer import INPUT, OUTPUT, Scorer
+from mlops.scorer import INPUT, Scorer
+from mlops.task import OUTPUT as TASK_OUTPUT
+from mlops.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +39,8 @@ ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "tanh": nn.Tanh}
 
 
 class MLP(nn.Module):
-    """Fully connected network: [Linear -> activation -> Dropout] x len(hidden) -> Linear(1) logit.
+    """Fully connected network: [Linear -> activation -> Dropout] x len(hidden) -> Linear(outputs): one
+    logit per row (binary), one per class (multiclass) or the standardized value (regression).
 
     Training may pass its own dropout masks to `forward` (see `draw_masks`): drawn for a whole global
     batch from one generator, they let W data-parallel ranks apply exactly the masks one process would
@@ -45,17 +48,28 @@ class MLP(nn.Module):
     safetensors layout and the ONNX export (eval mode: dropout is the identity) do not depend on it.
     """
 
-    def __init__(self, input_dim: int, hidden: list[int], activation: str = "relu", dropout: float = 0.0):
+    def __init__(
+        self,
+        input_dim: int,
+        hidden: list[int],
+        activation: str = "relu",
+        dropout: float = 0.0,
+        outputs: int = 1,
+    ):
         super().__init__()
         layers: list[nn.Module] = []
         width = input_dim
         for h in hidden:
             layers += [nn.Linear(width, h), ACTIVATIONS[activation](), nn.Dropout(dropout)]
             width = h
-        layers.append(nn.Linear(width, 1))
+        layers.append(nn.Linear(width, outputs))
         self.net = nn.Sequential(*layers)
         self.hidden = list(hidden)
         self.dropout = dropout
+        self.outputs = outputs
+
+    def _shape(self, out: torch.Tensor) -> torch.Tensor:
+        return out.squeeze(-1) if self.outputs == 1 else out
 
     def draw_masks(self, rows: int, generator: torch.Generator) -> list[torch.Tensor] | None:
         """Inverted-dropout masks for `rows` rows, one [rows, width] tensor per Dropout layer, on CPU.
@@ -77,7 +91,7 @@ class MLP(nn.Module):
         return [torch.empty(rows, h).bernoulli_(keep, generator=generator).div_(keep) for h in self.hidden]
 
     def forward(self, x: torch.Tensor, masks: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
-        """Return one logit per row, shape (rows,).
+        """Return one logit per row, shape (rows,), or per row and class, shape (rows, outputs).
 
         Args:
             x: feature rows [rows, input_dim].
@@ -86,25 +100,45 @@ class MLP(nn.Module):
                 Ignored in eval mode, where dropout is the identity.
         """
         if masks is None or not self.training:
-            return self.net(x).squeeze(-1)
+            return self._shape(self.net(x))
         if len(masks) != len(self.hidden):
             raise ValueError(f"MLP.forward: {len(masks)} dropout masks for {len(self.hidden)} Dropout layers")
         pending = iter(masks)
         for layer in self.net:
             x = x * next(pending) if isinstance(layer, nn.Dropout) else layer(x)
-        return x.squeeze(-1)
+        return self._shape(x)
 
 
-class Probability(nn.Module):
-    """The served function: feature rows -> positive-class probability (the sigmoid of the logit)."""
+class Head(nn.Module):
+    """The served function: feature rows -> the task's output (mlops.task): the sigmoid of the logit
+    (binary), the softmax over the class logits (multiclass), or the network's standardized value
+    mapped back to the target's units, `value * std + mean` (regression)."""
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, kind: str = "binary", mean: float = 0.0, std: float = 1.0):
         super().__init__()
         self.net = net
+        self.kind = kind
+        self.mean = float(mean)
+        self.std = float(std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Return one probability per row, shape (rows,)."""
-        return torch.sigmoid(self.net(x))
+        """Return the task's output for each row: shape (rows,), or (rows, classes) for multiclass."""
+        out = self.net(x)
+        if self.kind == "multiclass":
+            return torch.softmax(out, dim=-1)
+        if self.kind == "regression":
+            return out * self.std + self.mean
+        return torch.sigmoid(out)
+
+
+Probability = Head  # the binary head's earlier name
+
+
+def head(net: nn.Module, meta: Mapping[str, Any]) -> Head:
+    """The served function of `net` for the task in model.json `meta`."""
+    kind = Task.from_metadata(dict(meta)).kind
+    scale = meta.get("label", {}).get("scale") or {}
+    return Head(net, kind, scale.get("mean", 0.0), scale.get("std", 1.0))
 
 
 def build(architecture: Mapping[str, Any]) -> MLP:
@@ -114,22 +148,28 @@ def build(architecture: Mapping[str, Any]) -> MLP:
         list(architecture["hidden"]),
         architecture["activation"],
         architecture["dropout"],
+        int(architecture.get("outputs", 1)),
     )
 
 
-def export_onnx(net: nn.Module, input_dim: int, path: Path, exporter: str, opset: int) -> None:
-    """Export `Probability(net)` to ONNX at `path`: input `x` [rows, input_dim] float32, output
-    `probability` [rows]; `rows` is a dynamic axis, so any batch size runs.
+def export_onnx(
+    net: nn.Module, input_dim: int, path: Path, exporter: str, opset: int, module: Head | None = None
+) -> None:
+    """Export the served function to ONNX at `path`: input `x` [rows, input_dim] float32, output named
+    after the task (`probability` [rows], `probabilities` [rows, classes] or `prediction` [rows]);
+    `rows` is a dynamic axis, so any batch size runs.
 
     Args:
-        net: the trained network (put in eval mode).
+        net: the trained network (put in eval mode); exported with the binary head unless `module`.
         input_dim: feature width.
         path: the .onnx file to write.
         exporter: `torchscript` (torch.onnx.export with dynamo=False: ~0.2 s here) or `dynamo`
             (the torch.export-based exporter, dynamo=True: ~6 s here, most of it imports).
         opset: the ONNX opset (ai.onnx domain) of the exported graph.
+        module: the head to export (`head(net, meta)`).
     """
-    module = Probability(net).eval()
+    module = (module or Head(net)).eval()
+    output = TASK_OUTPUT[module.kind]
     x = torch.zeros(2, input_dim)
     with warnings.catch_warnings():
         # the TorchScript exporter is deprecated in favour of dynamo, which costs ~30x the time here;
@@ -142,7 +182,7 @@ def export_onnx(net: nn.Module, input_dim: int, path: Path, exporter: str, opset
                 None,
                 dynamo=True,
                 input_names=[INPUT],
-                output_names=[OUTPUT],
+                output_names=[output],
                 dynamic_shapes=({0: torch.export.Dim("rows")},),
                 opset_version=opset,
                 verbose=False,
@@ -155,8 +195,8 @@ def export_onnx(net: nn.Module, input_dim: int, path: Path, exporter: str, opset
                 str(path),
                 dynamo=False,
                 input_names=[INPUT],
-                output_names=[OUTPUT],
-                dynamic_axes={INPUT: {0: "rows"}, OUTPUT: {0: "rows"}},
+                output_names=[output],
+                dynamic_axes={INPUT: {0: "rows"}, output: {0: "rows"}},
                 opset_version=opset,
             )
 
@@ -186,7 +226,8 @@ def save(
     if exporter != "none":
         with files.atomic_path(model_dir / ONNX) as tmp:
             try:
-                export_onnx(net, int(metadata["architecture"]["input_dim"]), tmp, exporter, opset)
+                module = head(net, metadata)
+                export_onnx(net, int(metadata["architecture"]["input_dim"]), tmp, exporter, opset, module)
             except Exception as e:  # the exporters raise many types; the fix is the same for all
                 raise ConfigError(
                     f"train.onnx: the {exporter} exporter cannot export this network at opset {opset} "
@@ -199,7 +240,7 @@ def save(
                 "opset": opset,
                 "exporter": exporter,
                 "input": INPUT,
-                "output": OUTPUT,
+                "output": TASK_OUTPUT[module.kind],
             }
     else:
         (model_dir / ONNX).unlink(missing_ok=True)  # a stale export must not pass for this model's
@@ -217,10 +258,13 @@ class LoadedModel(Scorer):
     preprocessor: Preprocessor
     backend: str = "torch"
 
+    def __post_init__(self) -> None:
+        self.head = head(self.net, self.metadata).eval()
+
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Positive-class probabilities (float64, [rows]) for float32 feature rows ([rows, features])."""
+        """The task's outputs (float64, [rows] or [rows, classes]) for float32 feature rows."""
         with torch.inference_mode():
-            return torch.sigmoid(self.net(torch.from_numpy(x))).numpy().astype(np.float64)
+            return self.head(torch.from_numpy(x)).numpy().astype(np.float64)
 
 
 def load(model_dir: str | Path) -> LoadedModel:

@@ -24,6 +24,7 @@ def paired_differences(
     samples: int,
     seed: int,
     bins: int,
+    top_k: int = 2,
 ) -> dict[str, np.ndarray]:
     """metric(a) - metric(b) on each of `samples` seeded resamples of the same rows for both models.
 
@@ -31,7 +32,7 @@ def paired_differences(
         y: 0/1 labels; p_a, p_b: the two models' probabilities on the same rows.
         metrics: metric name -> (threshold of a, threshold of b).
         samples: number of resamples; seed: the RNG seed (same seed, same intervals).
-        bins: calibration bins (ece).
+        bins: calibration bins (ece); top_k: multiclass top_k_accuracy's k.
 
     Returns:
         metric name -> differences, one per resample where the metric is defined for both models.
@@ -44,7 +45,7 @@ def paired_differences(
         k = min(BLOCK, samples - done)
         w = rng.multinomial(n, np.full(n, 1.0 / n), size=k).astype(np.float64)
         for name, (t_a, t_b) in metrics.items():
-            d = weighted(name, y, p_a, w, t_a, bins) - weighted(name, y, p_b, w, t_b, bins)
+            d = weighted(name, y, p_a, w, t_a, bins, top_k) - weighted(name, y, p_b, w, t_b, bins, top_k)
             out[name].append(d[np.isfinite(d)])
         done += k
     return {m: np.concatenate(v) for m, v in out.items()}

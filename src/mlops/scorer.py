@@ -2,7 +2,8 @@
 
 `Scorer` is what every consumer of a trained model uses (the server, the gate, evaluate, the MLflow
 pyfunc): raw feature columns -> preprocessing (model.json's state) -> `forward` (float32 rows
-[rows, features] -> float64 positive-class probabilities [rows]) -> labels at the decision threshold.
+[rows, features] -> the task's float64 outputs: positive-class probabilities [rows], class
+probabilities [rows, classes] or predicted values [rows]; mlops.task) -> labels (classification).
 `load_onnx` builds one on ONNX Runtime (CPUExecutionProvider) from the verified ONNX file;
 `mlops.model.load` builds one on torch from the safetensors weights (`serve.backend: torch`). This
 module never imports torch, so neither does anything that scores through it with ONNX Runtime.
@@ -18,17 +19,18 @@ from typing import Any
 
 import numpy as np
 
-from mlops import labels
 from mlops.artifact import read_verified
 from mlops.errors import ModelNotReady
 from mlops.features import Preprocessor
+from mlops.task import Task
 
 log = logging.getLogger(__name__)
 
 INPUT = "x"
 """The ONNX graph's input: float32 feature rows, shape [rows, features] (rows is a dynamic axis)."""
 OUTPUT = "probability"
-"""The ONNX graph's output: float32 positive-class probability (sigmoid of the logit), shape [rows]."""
+"""The binary ONNX graph's output: float32 positive-class probability (sigmoid of the logit), shape [rows].
+Other tasks name theirs after their output (mlops.task.OUTPUT); model.json `onnx.output` records it."""
 
 
 class Scorer:
@@ -42,8 +44,17 @@ class Scorer:
     backend: str
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Positive-class probabilities (float64, [rows]) for float32 feature rows ([rows, features])."""
+        """The task's outputs (float64, [rows], or [rows, classes] for multiclass) for float32 feature
+        rows ([rows, features])."""
         raise NotImplementedError
+
+    @property
+    def task(self) -> Task:
+        """What the model predicts (model.json `task` and `label`)."""
+        cached = self.__dict__.get("_task")
+        if cached is None:
+            cached = self.__dict__["_task"] = Task.from_metadata(self.metadata)
+        return cached
 
     @property
     def name(self) -> str:
@@ -52,17 +63,23 @@ class Scorer:
 
     @property
     def threshold(self) -> float:
-        """The decision threshold on the positive-class probability."""
-        return float(self.metadata["decision_threshold"])
+        """The decision threshold on the positive-class probability (binary; 0.5 for other tasks)."""
+        return float(self.metadata.get("decision_threshold", 0.5))
 
     def predict_proba(self, columns: Mapping[str, Any]) -> np.ndarray:
-        """Positive-class probabilities (float64) for raw feature columns (name -> values)."""
+        """The model's outputs (float64) for raw feature columns (name -> values): positive-class
+        probabilities, class probabilities [rows, classes] or predicted values (mlops.task)."""
         return self.forward(self.preprocessor.transform(columns))
 
+    predict = predict_proba  # the name that reads right for regression
+
     def predict_label(self, proba: np.ndarray) -> list[str]:
-        """Class labels for probabilities, using the model's decision threshold."""
-        classes, positive = labels.from_metadata(self.metadata)
-        return labels.predict(proba, self.threshold, classes, positive)
+        """Class labels for the model's outputs (binary: at the decision threshold; multiclass: the most
+        probable class). A regression model has none (ValueError)."""
+        predicted = self.task.labels(proba)
+        if predicted is None:
+            raise ValueError(f"model {self.name!r} is a regression model: it predicts values, not labels")
+        return predicted
 
 
 @dataclass
@@ -76,10 +93,10 @@ class OnnxModel(Scorer):
 
     def __post_init__(self) -> None:
         self._run = self.session.run
-        self._outputs = [OUTPUT]
+        self._outputs = [(self.metadata.get("onnx") or {}).get("output", OUTPUT)]
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Positive-class probabilities (float64, [rows]) for float32 feature rows ([rows, features])."""
+        """The task's outputs (float64, [rows] or [rows, classes]) for float32 feature rows."""
         return self._run(self._outputs, {INPUT: x})[0].astype(np.float64)
 
 

@@ -16,5 +16,6 @@ class EvaluateParams(Section):
     """`evaluate`: calibration bins and business slices (the decision threshold travels in model.json)."""
 
     calibration_bins: PositiveInt
+    top_k: PositiveInt  # multiclass top_k_accuracy: right when the class is among the k most probable
     slices: list[Slice]
     min_slice_rows: PositiveInt

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -27,27 +27,61 @@ class CategoricalColumn(Section):
 
 
 class LabelSpec(Section):
-    """The label column and its classes; `positive` is the class the model scores."""
+    """The label column; for classification its classes (in the model's output order) and, for a binary
+    task, the `positive` class whose probability the model gives. A regression label has neither."""
 
     column: str
-    classes: Annotated[list[str], Field(min_length=2, max_length=2)]
-    positive: str
+    classes: Annotated[list[str], Field(min_length=2)] | None = None
+    positive: str | None = None
 
-    @model_validator(mode="after")
-    def _positive_is_a_class(self) -> LabelSpec:
-        if self.positive not in self.classes:
-            raise ValueError(f"schema.label.positive: '{self.positive}' is not one of {self.classes}")
-        return self
+
+TASKS = ("binary", "multiclass", "regression")
+"""`schema.task`: what the label is (mlops.task)."""
 
 
 class SchemaParams(Section):
     """`schema`: the data contract of the raw table (validate checks it; featurize and the model use it)."""
 
     id: str
+    task: Literal["binary", "multiclass", "regression"]
     label: LabelSpec
     numeric: dict[str, NumericColumn]
     categorical: dict[str, CategoricalColumn]
     min_rows: PositiveInt
+
+    @model_validator(mode="after")
+    def _label_fits_the_task(self) -> SchemaParams:
+        label, task = self.label, self.task
+        if task == "regression":
+            for key in ("classes", "positive"):
+                if getattr(label, key) is not None:
+                    raise ValueError(
+                        f"schema.label.{key}: a regression label has no {key} (schema.task: regression)"
+                    )
+            return self
+        if label.classes is None:
+            raise ValueError(
+                f"schema.label.classes: missing required key (schema.task: {task} lists every class)"
+            )
+        if len(set(label.classes)) != len(label.classes):
+            raise ValueError(f"schema.label.classes: duplicated classes in {label.classes}")
+        if task == "binary":
+            if len(label.classes) != 2:
+                raise ValueError(
+                    f"schema.label.classes: schema.task: binary needs exactly two classes, got {label.classes} "
+                    "(more classes: schema.task: multiclass)"
+                )
+            if label.positive is None:
+                raise ValueError(
+                    "schema.label.positive: missing required key (schema.task: binary names the class it scores)"
+                )
+            if label.positive not in label.classes:
+                raise ValueError(f"schema.label.positive: '{label.positive}' is not one of {label.classes}")
+        elif label.positive is not None:
+            raise ValueError(
+                "schema.label.positive: only a binary task has a positive class (schema.task: multiclass)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _categories(self) -> SchemaParams:

@@ -34,6 +34,9 @@ class TrainParams(Section):
     """`train`: the MLP and its optimisation."""
 
     model_name: str
+    loss: Literal[
+        "auto", "bce", "cross_entropy", "mse", "huber"
+    ]  # auto: bce | cross_entropy | mse by schema.task
     decision_threshold: Fraction
     seed: int
     hidden: Annotated[list[PositiveInt], Field(min_length=1)]

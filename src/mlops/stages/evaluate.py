@@ -1,9 +1,18 @@
 """evaluate: model + test split -> reports/metrics.json and reports/plots/*.json.
 
 Scores the held-out test rows through the full model artifact (raw features in, as in serving), then
-writes ROC AUC, PR AUC, F1, precision, recall, accuracy, log loss and expected calibration error,
-the same metrics per business slice, and plot data for `dvc plots show|diff` (ROC, PR, confusion
-matrix, calibration). All JSON is strict: no NaN or Infinity (undefined values are null).
+writes the task's metrics (mlops.metrics, by model.json `task`), the same metrics per business slice,
+and plot data for `dvc plots show|diff`:
+
+- binary: ROC AUC, PR AUC, F1, precision, recall, accuracy, log loss, ECE; plots roc, pr, confusion,
+  calibration;
+- multiclass: accuracy, macro and weighted F1, log loss, top-k accuracy (`evaluate.top_k`), top-label
+  ECE, and precision, recall and F1 of every class (`per_class`); plots confusion (N x N), calibration
+  (top-label confidence against observed accuracy) and roc (one-vs-rest, one curve per class);
+- regression: RMSE, MAE, R², MAPE (null when a target is 0), in the target's units; plots predicted
+  (predicted against actual) and residuals (residual against predicted).
+
+All JSON is strict: no NaN or Infinity (undefined values are null).
 """
 
 from __future__ import annotations
@@ -20,16 +29,18 @@ import pandas as pd
 from mlops import files, labels, scorer
 from mlops.labels import LABEL
 from mlops.metrics import expected_calibration_error as expected_calibration_error
-from mlops.metrics import pr_curve, roc_curve, scores
+from mlops.metrics import pr_curve, roc_curve, scores, task_scores
 from mlops.params.base import Section, Sections
 from mlops.params.evaluate import EvaluateParams
 from mlops.params.served import ServedBackend
 from mlops.paths import add_paths
 from mlops.tables import split_rows
+from mlops.task import Task
 
 log = logging.getLogger(__name__)
 
 PLOTS = ("roc", "pr", "confusion", "calibration")
+"""The binary task's plot files (multiclass: confusion, calibration, roc; regression: predicted, residuals)."""
 MISSING = "(missing)"
 """The slice key of null values in a categorical slice column."""
 
@@ -43,9 +54,17 @@ def slice_keys(frame: pd.DataFrame, column: str, bins: list[float] | None) -> pd
 
 
 def slice_scores(
-    frame: pd.DataFrame, y: np.ndarray, p: np.ndarray, threshold: float, params: EvaluateParams
+    frame: pd.DataFrame,
+    y: np.ndarray,
+    p: np.ndarray,
+    threshold: float,
+    params: EvaluateParams,
+    task: Task | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Per-slice metrics; slices under `min_slice_rows` report only their size and positive rate."""
+    """Per-slice metrics of the task; slices under `min_slice_rows` report only their size and target
+    summary (positive rate, class shares or mean)."""
+    if task is not None and task.kind != "binary":
+        return _task_slices(frame, y, p, params, task)
     out: dict[str, dict[str, Any]] = {}
     for spec in params.slices:
         name = spec.column if spec.bins is None else f"{spec.column}_band"
@@ -58,6 +77,67 @@ def slice_scores(
             else:
                 out[name][key] = {"rows": int(mask.sum()), "positive_rate": float(y[mask].mean())}
     return out
+
+
+def _task_slices(
+    frame: pd.DataFrame, y: np.ndarray, p: np.ndarray, params: EvaluateParams, task: Task
+) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for spec in params.slices:
+        name = spec.column if spec.bins is None else f"{spec.column}_band"
+        keys = slice_keys(frame, spec.column, spec.bins).to_numpy()
+        out[name] = {}
+        for key in sorted(set(keys)):
+            mask = keys == key
+            if mask.sum() >= params.min_slice_rows:
+                out[name][key] = task_scores(task, y[mask], p[mask], params.calibration_bins, params.top_k)
+            else:
+                out[name][key] = task.target_summary(y[mask])
+    return out
+
+
+def task_plot_data(task: Task, y: np.ndarray, p: np.ndarray, bins: int) -> dict[str, list[dict[str, Any]]]:
+    """The plot files of a multiclass or regression model (binary: `plot_data`)."""
+    if task.kind == "regression":
+        return {
+            "predicted": [{"actual": float(a), "predicted": float(b)} for a, b in zip(y, p, strict=True)],
+            "residuals": [
+                {"predicted": float(b), "residual": float(b - a)} for a, b in zip(y, p, strict=True)
+            ],
+        }
+    pred = np.argmax(p, axis=1)
+    conf = p.max(axis=1)
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    calibration = [
+        {
+            "bin": b,
+            "mean_predicted": float(conf[which == b].mean()),
+            "fraction_positive": float((pred == y)[which == b].mean()),  # observed accuracy
+            "rows": int((which == b).sum()),
+        }
+        for b in range(bins)
+        if (which == b).any()
+    ]
+    roc = []
+    for i, name in enumerate(task.classes):  # one-vs-rest
+        fpr, tpr, thr = roc_curve((y == i).astype(int), p[:, i])
+        roc += [
+            {
+                "class": name,
+                "fpr": float(a),
+                "tpr": float(b),
+                "threshold": float(t) if np.isfinite(t) else None,
+            }
+            for a, b, t in zip(fpr, tpr, thr, strict=True)
+            if np.isfinite(a) and np.isfinite(b)
+        ]
+    return {
+        "confusion": [
+            {"actual": a, "predicted": b} for a, b in zip(task.decode(y), task.decode(pred), strict=True)
+        ],
+        "calibration": calibration,
+        "roc": roc,
+    }
 
 
 def plot_data(
@@ -140,25 +220,40 @@ def run(
     log.info("evaluate: %s on %s", model_dir, test)
     model = served_scorer(model_dir, backend)
     meta = model.metadata
+    task = model.task
     rows = split_rows(data, test, meta["id"])
-    y = rows[LABEL].to_numpy(dtype=int)
     p = model.predict_proba(rows)
-    result = {
-        "test": scores(y, p, model.threshold, params.calibration_bins),
-        "slices": slice_scores(rows, y, p, model.threshold, params),
-        "threshold": model.threshold,
-    }
+    if task.kind != "binary":
+        y = rows[LABEL].to_numpy(dtype=np.float64 if task.kind == "regression" else np.int64)
+        result = {
+            "task": task.kind,
+            "test": task_scores(task, y, p, params.calibration_bins, params.top_k),
+            "slices": slice_scores(rows, y, p, model.threshold, params, task),
+        }
+        plots = task_plot_data(task, y, p, params.calibration_bins)
+    else:
+        y = rows[LABEL].to_numpy(dtype=int)
+        result = {
+            "test": scores(y, p, model.threshold, params.calibration_bins),
+            "slices": slice_scores(rows, y, p, model.threshold, params),
+            "threshold": model.threshold,
+        }
+        classes, positive = labels.from_metadata(meta)
+        plots = plot_data(y, p, model.threshold, classes, positive, params.calibration_bins)
     files.write_json(metrics_path, result)
-    classes, positive = labels.from_metadata(meta)
-    for name, points in plot_data(y, p, model.threshold, classes, positive, params.calibration_bins).items():
+    for stale in plots_dir.glob("*.json") if plots_dir.is_dir() else ():
+        if stale.stem not in plots:  # another task's plot files
+            stale.unlink()
+    for name, points in plots.items():
         files.write_json(plots_dir / f"{name}.json", points)
     t = result["test"]
+    headline = {"binary": "roc_auc", "multiclass": "macro_f1", "regression": "rmse"}[task.kind]
     log.info(
-        "evaluate (%s): %d test rows, ROC AUC %.4f, F1 %.4f -> %s",
+        "evaluate (%s): %d test rows, %s %s -> %s",
         model.backend,
         t["rows"],
-        t["roc_auc"],
-        t["f1"],
+        headline,
+        f"{t[headline]:.4f}" if t[headline] is not None else "undefined",
         metrics_path,
     )
     return result

@@ -1,8 +1,11 @@
 """featurize: validated raw table -> train/valid/test split by a stable hash of the id, fitted preprocessing.
 
-Outputs under data/processed/: `train|valid|test.parquet` (id, label as 0/1, encoded float32
+Outputs under data/processed/: `train|valid|test.parquet` (id, the encoded label, encoded float32
 features) and `preprocess.json` (the fitted state, the feature spec, split sizes and label balance,
-and the md5 of the raw table). Preprocessing is fitted on the training rows only. A row's split comes
+and the md5 of the raw table). The label is encoded by the task (`schema.task`, mlops.task): 0/1 for
+binary, the class index for multiclass, the numeric target for regression (whose training-rows mean
+and std go to preprocess.json `label.scale`); a label that does not fit the task, or a class with no
+rows in a split, stops the stage (exit 3) naming the column, the values and the rule. Preprocessing is fitted on the training rows only. A row's split comes
 from its id alone (`mlops.splits`): re-ingesting a grown table never moves a row between splits.
 """
 
@@ -15,10 +18,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from mlops import files, labels, splits
+from mlops import files, splits
 from mlops.errors import DataError
 from mlops.features import Preprocessor
 from mlops.labels import LABEL
@@ -27,6 +29,7 @@ from mlops.params.featurize import FeaturizeParams
 from mlops.params.schema import SchemaParams
 from mlops.paths import add_paths
 from mlops.tables import read_table
+from mlops.task import Task
 
 log = logging.getLogger(__name__)
 
@@ -73,13 +76,26 @@ def feature_spec(schema: SchemaParams) -> list[dict[str, Any]]:
     return spec
 
 
-def encode(frame: pd.DataFrame, pre: Preprocessor, schema: SchemaParams) -> pd.DataFrame:
-    """Encoded feature table with the id and the 0/1 label."""
+def encode(
+    frame: pd.DataFrame, pre: Preprocessor, schema: SchemaParams, where: str = "featurize"
+) -> pd.DataFrame:
+    """Encoded feature table with the id and the encoded label (`Task.encode`)."""
     matrix = pre.transform(frame)
     out = pd.DataFrame(matrix, columns=pre.feature_names, index=frame.index)
-    out.insert(0, LABEL, labels.to_binary(frame[schema.label.column], schema.label.positive))
+    task = Task.from_schema(schema)
+    out.insert(0, LABEL, task.encode(frame[schema.label.column], f"{where}: label '{schema.label.column}'"))
     out.insert(0, schema.id, frame[schema.id])
     return out.reset_index(drop=True)
+
+
+def label_state(task: Task, balance: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """preprocess.json `label`: the task's label section; regression adds `scale`, the training rows'
+    target mean and std that training standardizes by and the model's head undoes."""
+    out = task.label_section()
+    if task.kind == "regression":
+        std = balance["train"]["std"]
+        out["scale"] = {"mean": balance["train"]["mean"], "std": std if std and std > 0 else 1.0}
+    return out
 
 
 def check_validated(data: Path, validation: Path) -> str:
@@ -105,14 +121,17 @@ def _pandas(
     categorical = {k: v.categories for k, v in schema.categorical.items()}
     nullable = [k for k, v in schema.categorical.items() if v.nullable]
     pre = Preprocessor.fit(parts["train"], list(schema.numeric), categorical, nullable)
+    task = Task.from_schema(schema)
+    encoded = {name: encode(parts[name], pre, schema, f"{data}, {name} split") for name in SPLITS}
+    for name in SPLITS:  # every check before any file is written
+        task.require_classes(encoded[name][LABEL].to_numpy(), f"{data}, {name} split")
     balance = {}
     for name in SPLITS:
-        encoded = encode(parts[name], pre, schema)
         target = out_dir / f"{name}.parquet"
         if target.is_dir():  # a Spark run's dataset directory
             shutil.rmtree(target)
-        files.write_parquet(target, encoded)
-        balance[name] = {"rows": int(len(encoded)), "positive_rate": float(np.mean(encoded[LABEL]))}
+        files.write_parquet(target, encoded[name])
+        balance[name] = task.target_summary(encoded[name][LABEL].to_numpy())
     return pre, balance
 
 
@@ -131,6 +150,13 @@ def run(schema: SchemaParams, params: FeaturizeParams, data: Path, validation: P
     """
     log.info("featurize: %s -> %s (engine %s)", data, out_dir, params.engine)
     raw_md5 = check_validated(data, validation)
+    task = Task.from_schema(schema)
+    if params.engine == "spark" and task.kind != "binary":
+        from mlops.errors import ConfigError
+
+        raise ConfigError(
+            f"featurize.engine: spark encodes binary labels only (schema.task: {task.kind}); use engine: pandas"
+        )
     if params.engine == "spark":
         from mlops import featurize_spark
 
@@ -142,11 +168,8 @@ def run(schema: SchemaParams, params: FeaturizeParams, data: Path, validation: P
         "feature_names": pre.feature_names,
         "features": feature_spec(schema),
         "id": schema.id,
-        "label": {
-            "column": schema.label.column,
-            "classes": schema.label.classes,
-            "positive": schema.label.positive,
-        },
+        "task": task.metadata_name,
+        "label": label_state(task, balance),
         "splits": balance,
         "data_md5": raw_md5,
     }

@@ -4,8 +4,12 @@ The gate holds the absolute rules only, so the stage depends on data, code and p
 under deploy/, no registry). Rules (all from `params.yaml: gate`; each rule id is the params key it
 comes from):
 - `metrics.min.<m>` / `metrics.max.<m>`: absolute bounds on the test metrics in reports/metrics.json;
+- `classes.min.<m>[<class>]` (multiclass): a minimum precision, recall or F1 for every class;
 - `slices.min.<m>[<slice>=<value>]`: a minimum in every evaluated slice that has metrics;
+Metric names are the model's task's (mlops.metrics.TASK_METRICS); a bound on another task's metric
+(`roc_auc` on a regression model) stops the gate with exit 2 naming the key.
 - `onnx_parity.max_abs_diff`: with `serve.backend: onnx`, max |p_onnx - p_torch| over the test rows
+  and outputs (regression: divided by the target's std, so the bound does not depend on its units)
   (the ONNX export on ONNX Runtime vs the safetensors weights on torch) must stay within the bound, so
   the served file scores as the network that evaluate measured (skipped with `serve.backend: torch`);
 - `latency.p95_ms_single` / `latency.p95_ms_batch`: CPU p95 of one prediction through the full
@@ -98,6 +102,26 @@ def slice_rules(params: GateParams, slices: dict[str, dict[str, dict[str, Any]]]
     return out
 
 
+def class_rules(params: GateParams, test: dict[str, Any]) -> list[dict[str, Any]]:
+    """`classes.min.*` (multiclass): a floor on each class's precision, recall or F1 on the test split."""
+    out = []
+    for name, bound in params.classes.min.items():
+        for cls, values in test.get("per_class", {}).items():
+            v = values.get(name)
+            out.append(
+                rule(
+                    f"classes.min.{name}[{cls}]",
+                    "class",
+                    v,
+                    bound,
+                    ">=",
+                    v is not None and v >= bound,
+                    rows=values.get("rows"),
+                )
+            )
+    return out
+
+
 def _p95_ms(call: Callable[[], Any], repeats: int, warmup: int) -> float:
     for _ in range(warmup):
         call()
@@ -137,6 +161,9 @@ def parity_rule(
     if served is None:  # no ONNX export to serve: the server would refuse to start
         return rule(rid, "parity", None, bound, "<=", False, backend=backend), None
     diff = float(np.max(np.abs(served.predict_proba(rows) - p_torch))) if len(rows) else 0.0
+    scale = (served.metadata.get("label", {}).get("scale") or {}).get("std")
+    if scale:  # regression: in units of the target's std, as the network computes (float32 rounding)
+        diff /= float(scale)
     shown = 10.0 ** math.ceil(math.log10(diff)) if diff > 0 else 0.0
     return rule(rid, "parity", shown, bound, "<=", diff <= bound, backend=backend), diff
 
@@ -280,7 +307,9 @@ def run(
         metrics = json.loads(metrics_path.read_text())
     except (OSError, ValueError) as e:
         raise DataError(f"{metrics_path}: unreadable metrics ({e}); run `mlops evaluate` first") from e
-    rules = absolute_rules(params, metrics["test"]) + slice_rules(params, metrics.get("slices", {}))
+    params.check_task(cand.task.kind)  # a roc_auc bound on a regression model: exit 2, naming the key
+    rules = absolute_rules(params, metrics["test"]) + class_rules(params, metrics["test"])
+    rules += slice_rules(params, metrics.get("slices", {}))
     rows = split_rows(data, test, cand.metadata["id"])
     served, onnx = served_model(backend, cand, model_dir, params.latency.threads)
     parity, parity_diff = parity_rule(params, backend, cand.predict_proba(rows), onnx, rows)

@@ -27,13 +27,14 @@ from torch import nn
 
 from mlops import artifact, distributed
 from mlops import model as model_lib
-from mlops.errors import DataError, MlopsError
+from mlops.errors import ConfigError, DataError, MlopsError
 from mlops.labels import LABEL
 from mlops.params.base import Section, Sections
 from mlops.params.featurize import FeaturizeParams
 from mlops.params.schema import SchemaParams
 from mlops.params.train import TrainParams
 from mlops.paths import add_paths
+from mlops.task import LOSSES, Task
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +47,14 @@ class Split:
     y: torch.Tensor
 
 
-def load_split(path: Path, feature_names: list[str]) -> Split:
-    """Read one encoded split, checking it has exactly the expected feature columns."""
+def load_split(
+    path: Path, feature_names: list[str], task: Task | None = None, scale: dict[str, float] | None = None
+) -> Split:
+    """Read one encoded split, checking it has exactly the expected feature columns.
+
+    The target tensor is float32 0/1 (binary), int64 class indices (multiclass, as cross-entropy takes
+    them) or the standardized float32 target (regression: `(y - mean) / std`, preprocess.json
+    `label.scale`)."""
     try:
         frame = pd.read_parquet(path)
     except FileNotFoundError as e:
@@ -56,8 +63,39 @@ def load_split(path: Path, feature_names: list[str]) -> Split:
     if missing:
         raise DataError(f"{path}: missing column '{missing[0]}' (featurize output out of date?)")
     x = torch.from_numpy(frame[feature_names].to_numpy(dtype=np.float32))
-    y = torch.from_numpy(frame[LABEL].to_numpy(dtype=np.float32))
-    return Split(x, y)
+    if task is not None and task.kind == "multiclass":
+        return Split(x, torch.from_numpy(frame[LABEL].to_numpy(dtype=np.int64)))
+    y = frame[LABEL].to_numpy(dtype=np.float64)
+    if scale:
+        y = (y - float(scale["mean"])) / float(scale["std"])
+    return Split(x, torch.from_numpy(y.astype(np.float32)))
+
+
+def loss_name(task: Task, loss: str) -> str:
+    """The loss `train.loss` names for `task` (`auto`: the task's first, mlops.task.LOSSES).
+
+    Raises:
+        ConfigError: a loss that does not fit the task (bce on a regression target...), naming the key.
+    """
+    allowed = LOSSES[task.kind]
+    if loss == "auto":
+        return allowed[0]
+    if loss not in allowed:
+        raise ConfigError(
+            f"train.loss: {loss!r} does not fit schema.task: {task.kind} (expected auto or {' | '.join(allowed)})"
+        )
+    return loss
+
+
+def loss_functions(name: str) -> tuple[nn.Module, nn.Module]:
+    """(mean loss, summed loss) modules for a loss name."""
+    cls = {
+        "bce": nn.BCEWithLogitsLoss,
+        "cross_entropy": nn.CrossEntropyLoss,
+        "mse": nn.MSELoss,
+        "huber": nn.HuberLoss,
+    }[name]
+    return cls(), cls(reduction="sum")
 
 
 def set_determinism(seed: int, threads: int) -> None:
@@ -93,7 +131,12 @@ def kept_epoch(history: list[dict[str, float]], min_delta: float) -> dict[str, f
 
 
 def fit(
-    train: Split, valid: Split, params: TrainParams, ctx: distributed.Context | None = None
+    train: Split,
+    valid: Split,
+    params: TrainParams,
+    ctx: distributed.Context | None = None,
+    outputs: int = 1,
+    loss: str = "bce",
 ) -> tuple[model_lib.MLP, list[dict[str, float]]]:
     """Train the MLP with Adam and early stopping on the validation loss.
 
@@ -105,13 +148,15 @@ def fit(
         valid: validation split (early stopping, per-epoch metrics).
         params: the `train` section.
         ctx: the device and DDP process group (mlops.distributed); default one CPU process.
+        outputs: the network's output width (mlops.task.Task.output_dim).
+        loss: bce | cross_entropy | mse | huber (`loss_name`).
 
     Returns:
         The network with the weights of its best epoch (`kept_epoch`), and one history row per epoch run.
     """
     ctx = ctx or distributed.Context(1, 0, 0, None, torch.device("cpu"))
     set_determinism(params.seed, params.threads)
-    net = model_lib.MLP(train.x.shape[1], list(params.hidden), params.activation, params.dropout)
+    net = model_lib.MLP(train.x.shape[1], list(params.hidden), params.activation, params.dropout, outputs)
     net.to(ctx.device)
     train = Split(train.x.to(ctx.device), train.y.to(ctx.device))
     valid = Split(valid.x.to(ctx.device), valid.y.to(ctx.device))
@@ -120,8 +165,7 @@ def fit(
     if ctx.world_size > 1:
         model = nn.parallel.DistributedDataParallel(net)
     opt = torch.optim.Adam(net.parameters(), lr=params.lr, weight_decay=params.weight_decay, fused=True)
-    loss_fn = nn.BCEWithLogitsLoss()
-    sum_loss = nn.BCEWithLogitsLoss(reduction="sum")
+    loss_fn, sum_loss = loss_functions(loss)
     order = torch.Generator().manual_seed(params.seed)  # the same global batches on every rank
     noise = distributed.dropout_generator(params.seed)  # the same global batch masks on every rank
     n, bs = len(train.y), params.batch_size
@@ -263,10 +307,13 @@ def run(
     except (OSError, ValueError) as e:
         raise DataError(f"{state_path}: cannot read preprocessing state; run `mlops featurize` first") from e
     names = state["feature_names"]
-    train, valid = (load_split(data_dir / f"{s}.parquet", names) for s in ("train", "valid"))
+    task = Task.from_metadata(state)
+    loss = loss_name(task, params.loss)
+    scale = state["label"].get("scale")  # regression: the target standardized for training
+    train, valid = (load_split(data_dir / f"{s}.parquet", names, task, scale) for s in ("train", "valid"))
     ctx = distributed.init(params)
     try:
-        net, history = fit(train, valid, params, ctx)
+        net, history = fit(train, valid, params, ctx, task.output_dim, loss)
     finally:
         distributed.shutdown(ctx)
     if not ctx.is_main:  # rank 0 writes the model and logs the run
@@ -277,19 +324,21 @@ def run(
         net,
         {
             "name": params.model_name,
-            "task": "binary-classification",
+            "task": task.metadata_name,
             "framework": {"torch": torch.__version__.split("+")[0]},
             "architecture": {
                 "input_dim": train.x.shape[1],
                 "hidden": list(params.hidden),
                 "activation": params.activation,
                 "dropout": params.dropout,
+                **({"outputs": task.output_dim} if task.output_dim != 1 else {}),
             },
             "features": state["features"],
             "feature_names": names,
             "preprocessing": state["preprocessing"],
             "id": state["id"],
             "label": state["label"],
+            **({"loss": loss} if task.kind != "binary" else {}),
             "decision_threshold": params.decision_threshold,
             "params_hash": params_hash,
             "data_md5": state["data_md5"],
