@@ -206,6 +206,31 @@ def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Workspace:
     return ws
 
 
+@pytest.fixture(scope="session")
+def task_pipeline(tmp_path_factory: pytest.TempPathFactory):
+    """`task_pipeline(kind)`: the pipeline (ingest -> evaluate) run once per session on the public table of
+    another task (`multiclass`: modeldata/hpc_data, `regression`: ggplot2/diamonds; tests/task_tables.py),
+    set up by editing only the fixture params. Read-only for tests: copy before changing."""
+    import yaml
+
+    import task_tables
+    from mlops.params_io import read_yaml
+
+    done: dict[str, Workspace] = {}
+
+    def get(kind: str) -> Workspace:
+        if kind not in done:
+            ws = new_workspace(tmp_path_factory.mktemp(f"pipeline-{kind}"))
+            data = read_yaml(ws.params)
+            task_tables.EDITS[kind](data)
+            ws.params.write_text(yaml.safe_dump(data, sort_keys=False))
+            ws.run_all()
+            done[kind] = ws
+        return done[kind]
+
+    return get
+
+
 @pytest.fixture
 def workspace(tmp_path: Path) -> Workspace:
     """An empty workspace with the fixture params (the demo pipeline)."""

@@ -229,3 +229,25 @@ class Task:
 
     def output_names(self) -> tuple[str, ...]:
         return tuple(o["name"] for o in self.output_spec())
+
+    def prediction_columns(self, out: np.ndarray) -> dict[str, np.ndarray]:
+        """The model's outputs as named float64 columns, for drift (prediction drift compares each
+        column of the reference with the logged one): `probability` (binary), `probability[<class>]`
+        for each class (multiclass), `prediction` (regression)."""
+        out = np.asarray(out, dtype=np.float64)
+        if self.kind == MULTICLASS:
+            return {f"probability[{c}]": out[:, i] for i, c in enumerate(self.classes)}
+        return {self.output_name: out}
+
+    def prediction_column_names(self) -> list[str]:
+        """The names `prediction_columns` gives, in order."""
+        if self.kind == MULTICLASS:
+            return [f"probability[{c}]" for c in self.classes]
+        return [self.output_name]
+
+    def logged_outputs(self, record: dict[str, Any]) -> np.ndarray | None:
+        """The model's output of one prediction-log record (`Task.outputs` of one row, mlops.serve.predlog):
+        a float (binary `probability`, regression `prediction`) or the class probabilities (multiclass
+        `probabilities`); None when the record lacks it."""
+        value = record.get(self.output_name)
+        return None if value is None else np.asarray(value, dtype=np.float64)

@@ -1,7 +1,8 @@
 """validate: raw table -> reports/validation.json, checked against params.yaml `schema` with pandera.
 
 Rules: required columns present, numeric dtype and range, integrality, allowed categories, nulls,
-unique non-null ids, label values, minimum row count. The report is written in both outcomes (a CI
+unique non-null ids, label values (classification: values from `schema.label.classes` and at least two
+of them present; regression: a numeric, finite target), minimum row count. The report is written in both outcomes (a CI
 artifact reviewers need most when it fails) and records the md5 of the table it judged, so `featurize`
 refuses any table that has not passed. On a violation the stage exits 3 naming column, rule and
 example row ids.
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from mlops import files
@@ -50,11 +52,16 @@ def rules(
     def whole(s: pd.Series) -> pd.Series:
         return (s.dropna() % 1 == 0) if numeric_dtype(s) else pd.Series(False, index=s.index)
 
+    if schema.task == "regression":  # a numeric, finite target
+        label_checks = [
+            ("numeric_dtype", numeric_dtype),
+            ("finite", lambda s: np.isfinite(s) if numeric_dtype(s) else pd.Series(False, index=s.index)),
+        ]
+    else:
+        label_checks = [("label_values", lambda s: s.isin(schema.label.classes))]
     columns = {
         schema.id: ColumnRules(nullable=False, unique=True),
-        schema.label.column: ColumnRules(
-            nullable=False, checks=[("label_values", lambda s: s.isin(schema.label.classes))]
-        ),
+        schema.label.column: ColumnRules(nullable=False, checks=label_checks),
     }
     for name, spec in schema.numeric.items():
         checks = [
@@ -69,7 +76,16 @@ def rules(
             nullable=spec.nullable,
             checks=[("allowed_categories", lambda s, allowed=spec.categories: s.isin(allowed))],
         )
-    return columns, [(f"min_rows[{schema.min_rows}]", lambda df: len(df) >= schema.min_rows)]
+    table = [(f"min_rows[{schema.min_rows}]", lambda df: len(df) >= schema.min_rows)]
+    if schema.task != "regression":  # a label with one class teaches nothing
+        label = schema.label.column
+        table.append(
+            (
+                f"label_classes[{label}: >=2 of {schema.label.classes}]",
+                lambda df: label in df.columns and df[label].dropna().nunique() >= 2,
+            )
+        )
+    return columns, table
 
 
 def build_schema(schema: SchemaParams):  # -> pandera.pandas.DataFrameSchema
@@ -196,8 +212,15 @@ def run(schema: SchemaParams, max_examples: int, data: Path, report: Path) -> di
         "columns": int(frame.shape[1]),
         "passed": not failures,
         "failures": failures,
-        "label_counts": {str(k): int(v) for k, v in label.value_counts().sort_index().items()},
     }
+    if schema.task == "regression":
+        target = pd.to_numeric(label, errors="coerce")
+        target = target[np.isfinite(target)]
+        result["label_summary"] = {
+            k: (float(getattr(target, k)()) if len(target) else None) for k in ("mean", "std", "min", "max")
+        }
+    else:
+        result["label_counts"] = {str(k): int(v) for k, v in label.value_counts().sort_index().items()}
     files.write_json(report, result)
     if failures:
         raise DataError(f"{data}: schema validation failed: {summarise(failures)} (report: {report})")
