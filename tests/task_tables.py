@@ -54,7 +54,13 @@ def multiclass(p: dict[str, Any]) -> None:
     p["expectations"] = {
         "directional": [
             # more compounds to process: a longer run, so the very-fast class gets less likely
-            {"feature": "compounds", "change": 2000, "direction": "down", "min_share": 0.6, "target_class": "VF"},
+            {
+                "feature": "compounds",
+                "change": 2000,
+                "direction": "down",
+                "min_share": 0.6,
+                "target_class": "VF",
+            },
         ],
         "invariance": [{"feature": "job_id", "change": 1000000, "max_delta": 0.0}],
         "minimum": [],
@@ -103,7 +109,13 @@ def regression(p: dict[str, Any]) -> None:
             {"feature": "carat", "change": 0.3, "direction": "up", "min_share": 0.9},
         ],
         "invariance": [{"feature": "diamond_id", "change": 1000000, "max_delta": 0.0}],
-        "minimum": [{"where": {"carat": {"min": 0.2, "max": 0.4}}, "expect": {"min": 0, "max": 2000}, "min_share": 0.9}],
+        "minimum": [
+            {
+                "where": {"carat": {"min": 0.2, "max": 0.4}},
+                "expect": {"min": 0, "max": 2000},
+                "min_share": 0.9,
+            }
+        ],
     }
 
 
