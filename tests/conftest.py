@@ -211,9 +211,9 @@ def task_pipeline(tmp_path_factory: pytest.TempPathFactory):
     """`task_pipeline(kind)`: the pipeline (ingest -> evaluate) run once per session on the public table of
     another task (`multiclass`: modeldata/hpc_data, `regression`: ggplot2/diamonds; tests/task_tables.py),
     set up by editing only the fixture params. Read-only for tests: copy before changing."""
+    import task_tables
     import yaml
 
-    import task_tables
     from mlops.params_io import read_yaml
 
     done: dict[str, Workspace] = {}

@@ -1,7 +1,8 @@
 """Test inputs generated from the project's `schema` and model.json: request rows and corruptions.
 
 Nothing here knows the demo table: every value comes from the declared columns, ranges, categories,
-nullability and label classes, so the project tests hold for whatever table params.yaml describes.
+nullability and the label (its classes, or a numeric target for regression), so the project tests hold
+for whatever table params.yaml describes.
 """
 
 from __future__ import annotations
@@ -79,9 +80,9 @@ def corruptions(schema: SchemaParams) -> list[Corruption]:
         out.append(Corruption(name, "allowed_categories", "an unknown category", UNKNOWN))
         if not spec.nullable:
             out.append(Corruption(name, "not_nullable", "a null", None))
+    out += label_corruptions(schema)
     label = schema.label.column
     out += [
-        Corruption(label, "label_values", "a value outside the label classes", UNKNOWN),
         Corruption(label, "not_nullable", "a null label", None),
         Corruption(schema.id, "not_nullable", "a null id", None),
         Corruption(schema.id, "field_uniqueness", "a duplicated id", edit="duplicate"),
@@ -92,6 +93,20 @@ def corruptions(schema: SchemaParams) -> list[Corruption]:
         Corruption("(table)", "min_rows", f"fewer than {schema.min_rows} rows", edit="truncate"),
     ]
     return out
+
+
+def label_corruptions(schema: SchemaParams) -> list[Corruption]:
+    """Bad label values for `schema.task`: a value outside the classes (classification); text, NaN or an
+    infinite value in place of a number (regression)."""
+    label = schema.label.column
+    if schema.task != "regression":
+        return [Corruption(label, "label_values", "a value outside the label classes", UNKNOWN)]
+    return [
+        Corruption(label, "numeric_dtype", "text in the numeric target", UNKNOWN),
+        Corruption(label, "not_nullable", "a NaN target", float("nan")),
+        Corruption(label, "finite", "an infinite target", float("inf")),
+        Corruption(label, "finite", "a negative infinite target", float("-inf")),
+    ]
 
 
 def schema_rows(features: list[dict[str, Any]], n: int) -> dict[str, list[Any]]:

@@ -1,7 +1,8 @@
 """Project tests, data: the ingested table meets the schema, every corruption the schema implies is
-caught naming its column, and the splits are disjoint and sized as configured.
+caught naming its column, and the splits are disjoint, sized as configured and labelled as the raw table.
 
-Derived from params.yaml `schema` and `featurize`; nothing here names a column of a particular table.
+Derived from params.yaml `schema` (its `task` included) and `featurize`; nothing here names a column of a
+particular table.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from mlops.config import load_params
@@ -24,12 +26,18 @@ CASES = corruptions(SCHEMA)
 
 
 def test_ingested_table_meets_the_data_contract(project, raw, project_params):
-    """The whole ingested table passes every schema rule, and validate's report says so for this table."""
+    """The whole ingested table passes every schema rule, and validate's report says so for this table:
+    label values among the classes (classification) or a numeric, finite target (regression)."""
     schema = project_params.schema_
     assert validate.check(raw, schema, max_examples=5) == []
     report = json.loads(project.validation.read_text())
     assert report["passed"] is True and report["rows"] == len(raw) >= schema.min_rows
-    assert set(raw[schema.label.column].unique()) <= set(schema.label.classes)
+    label = raw[schema.label.column]
+    if schema.task == "regression":
+        assert pd.api.types.is_numeric_dtype(label) and not pd.api.types.is_bool_dtype(label), label.dtype
+        assert np.isfinite(label.to_numpy(dtype=np.float64)).all()
+    else:
+        assert set(label.unique()) <= set(schema.label.classes)
     assert raw[schema.id].is_unique
 
 
@@ -76,14 +84,35 @@ def test_split_sizes_match_the_configured_fractions(splits, raw, project_params)
         assert abs(len(splits[name]) - share * n) <= slack, (name, len(splits[name]), share * n)
 
 
+def _encoded_truth(raw: pd.DataFrame, schema) -> pd.Series:
+    """The encoded label featurize must write for each raw row (by id), derived here from the schema:
+    1 for `positive`, else 0 (binary); the index in `classes` (multiclass); the raw target (regression)."""
+    column = raw.set_index(schema.id)[schema.label.column]
+    if schema.task == "binary":
+        return column.eq(schema.label.positive).astype(np.float64)
+    if schema.task == "multiclass":
+        return column.map({c: i for i, c in enumerate(schema.label.classes)}).astype(np.float64)
+    return column.astype(np.float64)
+
+
 def test_split_labels_match_the_raw_table(splits, raw, project_params):
-    """The encoded 0/1 label of every split row is the raw label mapped through `schema.label.positive`,
-    and each split's positive rate is the table's up to sampling noise."""
+    """The encoded label of every split row is its raw label: 0/1 through `schema.label.positive`
+    (binary), the class index in `schema.label.classes` (multiclass), the target itself (regression);
+    and each split's label distribution is the table's up to sampling noise (5 sigma): the positive rate,
+    every class's share, or the target's mean."""
     schema = project_params.schema_
-    truth = raw.set_index(schema.id)[schema.label.column].eq(schema.label.positive).astype(int)
-    rate = truth.mean()
+    truth = _encoded_truth(raw, schema)
+    assert truth.notna().all()
     for name, part in splits.items():
         expected = truth.loc[part[schema.id]].to_numpy()
-        assert np.array_equal(part[LABEL].to_numpy(dtype=int), expected), name
-        slack = 5 * math.sqrt(rate * (1 - rate) / len(part)) + 0.01
-        assert abs(part[LABEL].mean() - rate) <= slack, (name, part[LABEL].mean(), rate)
+        assert np.array_equal(part[LABEL].to_numpy(dtype=np.float64), expected), name
+        n = len(part)
+        if schema.task == "regression":
+            slack = 5 * truth.std() / math.sqrt(n) + 1e-9 * abs(truth.mean())
+            assert abs(part[LABEL].mean() - truth.mean()) <= slack, (name, part[LABEL].mean(), truth.mean())
+            continue
+        for code in range(len(schema.label.classes) if schema.task == "multiclass" else 2):
+            rate = float((truth == code).mean())
+            share = float((part[LABEL] == code).mean())
+            slack = 5 * math.sqrt(rate * (1 - rate) / n) + 0.01
+            assert abs(share - rate) <= slack, (name, code, share, rate)

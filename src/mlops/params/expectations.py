@@ -1,4 +1,10 @@
-"""params.expectations: `expectations`, behavioural checks of the trained model (tests/project)."""
+"""params.expectations: `expectations`, behavioural checks of the trained model (tests/project).
+
+What an expectation watches follows `schema.task` (mlops.task): the positive-class probability (binary),
+the probability of a named `target_class` (multiclass), or the predicted value (regression). Checks that
+need the schema (columns, categories, classes, the task) run in `check_expectations`, when the whole
+params.yaml is loaded (mlops.config).
+"""
 
 from __future__ import annotations
 
@@ -29,14 +35,19 @@ class Change(Section):
 
 
 class Directional(Change):
-    """The positive-class probability moves `direction` on at least `min_share` of the changed rows."""
+    """The model's output moves `direction` on at least `min_share` of the changed rows: the positive-class
+    probability (binary), the probability of `target_class` (multiclass: required there, refused by the
+    other tasks) or the predicted value (regression)."""
 
     direction: Literal["up", "down"]
     min_share: Annotated[float, Field(gt=0.0, le=1.0)]
+    target_class: str | None = None
 
 
 class Invariance(Change):
-    """The positive-class probability moves by at most `max_delta` on every changed row."""
+    """The model's outputs move by at most `max_delta` on every changed row: the positive-class
+    probability (binary), every class probability (multiclass), the predicted value in the target's units
+    (regression)."""
 
     max_delta: Annotated[float, Field(ge=0.0)]
 
@@ -50,10 +61,11 @@ class Band(Section):
 
 class Minimum(Section):
     """Minimum functionality: of the real rows matching every `where` condition (a list of categories
-    or a numeric band), at least `min_share` are predicted `expect`."""
+    or a numeric band), at least `min_share` are predicted `expect`: a label class (classification) or a
+    band `{min, max}` the predicted value falls in (regression)."""
 
     where: Annotated[dict[str, list[str] | Band], Field(min_length=1)]
-    expect: str
+    expect: str | Band
     min_share: Annotated[float, Field(gt=0.0, le=1.0)]
 
 
@@ -80,20 +92,76 @@ def _check_change(schema: SchemaParams, where: str, c: Change, allowed: set[str]
             raise ValueError(f"{where}.set: {c.set!r} is not a number in [{spec.min}, {spec.max}]")
 
 
+def _check_band(where: str, band: Band) -> None:
+    if band.min > band.max:
+        raise ValueError(f"{where}: min {band.min:g} is above max {band.max:g}")
+
+
+def _check_target_class(schema: SchemaParams, where: str, d: Directional) -> None:
+    task, classes = schema.task, schema.label.classes
+    if task == "multiclass":
+        if d.target_class is None:
+            raise ValueError(
+                f"{where}.target_class: missing required key (schema.task: multiclass names the class "
+                f"whose probability moves, one of {classes})"
+            )
+        if d.target_class not in (classes or ()):
+            raise ValueError(f"{where}.target_class: {d.target_class!r} is not a label class ({classes})")
+    elif d.target_class is not None:
+        watched = (
+            f"the probability of the positive class '{schema.label.positive}'"
+            if task == "binary"
+            else "the predicted value"
+        )
+        raise ValueError(
+            f"{where}.target_class: only a multiclass task names a target class (schema.task: {task} "
+            f"moves {watched}); remove the key"
+        )
+
+
+def _check_expect(schema: SchemaParams, where: str, m: Minimum) -> None:
+    task, classes = schema.task, schema.label.classes
+    if task == "regression":
+        if not isinstance(m.expect, Band):
+            raise ValueError(
+                f"{where}.expect: schema.task: regression expects a band {{min, max}} of predicted values, "
+                f"got {m.expect!r}"
+            )
+        _check_band(f"{where}.expect", m.expect)
+    elif isinstance(m.expect, Band):
+        raise ValueError(
+            f"{where}.expect: schema.task: {task} expects a label class (one of {classes}), "
+            "not a {min, max} band"
+        )
+    elif m.expect not in (classes or ()):
+        raise ValueError(f"{where}.expect: {m.expect!r} is not a label class ({classes})")
+
+
 def check_expectations(schema: SchemaParams, expectations: ExpectationsParams) -> None:
-    """Every column, value and class an expectation names exists in the schema."""
+    """Every column, value and class an expectation names exists in the schema, and each expectation fits
+    `schema.task` (`target_class` only and always for multiclass; `expect` a class, or a band for
+    regression).
+
+    Raises:
+        ValueError: naming the key path (e.g. `expectations.directional.0.target_class`) and what was
+            expected (mlops.config turns it into a ConfigError, exit 2).
+    """
     features = set(schema.features)
     for i, d in enumerate(expectations.directional):
         _check_change(schema, f"expectations.directional.{i}", d, features)
+        _check_target_class(schema, f"expectations.directional.{i}", d)
     for i, v in enumerate(expectations.invariance):
         _check_change(schema, f"expectations.invariance.{i}", v, features | {schema.id})
     for i, m in enumerate(expectations.minimum):
         where = f"expectations.minimum.{i}"
-        if m.expect not in schema.label.classes:
-            raise ValueError(f"{where}.expect: {m.expect!r} is not a label class ({schema.label.classes})")
+        _check_expect(schema, where, m)
         for column, cond in m.where.items():
-            if isinstance(cond, Band) and column not in schema.numeric:
-                raise ValueError(f"{where}.where.{column}: a {{min, max}} band needs a numeric schema column")
+            if isinstance(cond, Band):
+                if column not in schema.numeric:
+                    raise ValueError(
+                        f"{where}.where.{column}: a {{min, max}} band needs a numeric schema column"
+                    )
+                _check_band(f"{where}.where.{column}", cond)
             if isinstance(cond, list):
                 if column not in schema.categorical:
                     raise ValueError(f"{where}.where.{column}: categories need a categorical column")

@@ -82,7 +82,9 @@ def rules(
         table.append(
             (
                 f"label_classes[{label}: >=2 of {schema.label.classes}]",
-                lambda df: label in df.columns and df[label].dropna().nunique() >= 2,
+                lambda df: (
+                    label not in df.columns or df[label].dropna().nunique() >= 2
+                ),  # absent: column_present says so
             )
         )
     return columns, table
