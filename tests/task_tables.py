@@ -6,7 +6,7 @@
   the stone's dimensions.
 
 `EDITS[kind](params)` rewrites a params.yaml mapping (as read with YAML 1.2) in place: ingest, schema,
-slices, gate and champion rules, expectations. The e2e test (tests/e2e/test_task_types.py) swaps them
+slices, gate and champion rules, expectations. The e2e test (tests/e2e/test_task_tables.py) swaps them
 into a copy of the repository; the `task_pipeline` fixture (tests/conftest.py) runs the stages on them.
 """
 
