@@ -10,7 +10,8 @@ load and predict time must travel with it:
 - **requirements**: the third-party distributions of the same import graph (standard library left
   out), pinned to the versions installed where the model was registered; this is the model's
   `requirements.txt`, all a consumer installs.
-- **signature**: the input columns and types of model.json's feature spec.
+- **signature**: the input columns and types of model.json's feature spec; the output columns of the
+  model's task (those `pyfunc_model.py` returns).
 """
 
 from __future__ import annotations
@@ -146,9 +147,13 @@ def stage_code(dest: Path, graph: ImportGraph | None = None, root: Path = PACKAG
 
 
 def signature(meta: dict[str, Any]):
-    """The MLflow signature of a model: model.json's features in, probability and label out."""
+    """The MLflow signature of a model: model.json's features in; its task's outputs out (doubles named
+    by `Task.prediction_column_names`: binary `probability`, multiclass `probability[<class>]` per
+    class, regression `prediction`; then the string `label` of a classification model)."""
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
+
+    from mlops.task import LABEL_OUTPUT, Task
 
     types = {"INT64": "long", "INT32": "integer", "FP64": "double", "FP32": "float", "BOOL": "boolean"}
     inputs = [
@@ -159,6 +164,8 @@ def signature(meta: dict[str, Any]):
         )
         for f in meta["features"]
     ]
-    return ModelSignature(
-        inputs=Schema(inputs), outputs=Schema([ColSpec("double", "probability"), ColSpec("string", "label")])
-    )
+    task = Task.from_metadata(meta)
+    outputs = [ColSpec("double", name) for name in task.prediction_column_names()]
+    if task.is_classification:
+        outputs.append(ColSpec("string", LABEL_OUTPUT))
+    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))

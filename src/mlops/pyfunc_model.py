@@ -8,7 +8,10 @@ predict time (a model trained with `train.onnx.exporter: none` cannot load here)
 
     mlflow.pyfunc.load_model("models:/churn-mlp/3").predict(frame_of_raw_feature_columns)
 
-returns one row per input row with the positive-class `probability` and the predicted `label`.
+returns one row per input row with the model's task's outputs (`mlops.task`): binary the positive-class
+`probability` and the predicted `label`; multiclass one `probability[<class>]` column per class (in
+model.json's class order) and the most probable class as `label`; regression the predicted value as
+`prediction`. The columns are those of the registered signature (`mlops.pyfunc_bundle.signature`).
 
 This module is loaded by MLflow as a script (it calls `set_model` at the end); the package never
 imports it. It runs where this package is not installed: `mlops register` bundles every project module
@@ -27,7 +30,7 @@ from mlflow.pyfunc import PythonModel
 
 
 class MlopsModel(PythonModel):
-    """Raw feature columns in; positive-class probability and predicted label out."""
+    """Raw feature columns in; the task's outputs out (probabilities and label, or the prediction)."""
 
     def load_context(self, context: Any) -> None:
         """Load and verify the ONNX export + JSON metadata from the `model` artifact."""
@@ -39,8 +42,13 @@ class MlopsModel(PythonModel):
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
         """Score a frame of raw feature columns (extra columns are ignored)."""
-        proba = self.model.predict_proba(model_input)
-        return pd.DataFrame({"probability": proba, "label": self.model.predict_label(proba)})
+        out = self.model.predict_proba(model_input)
+        task = self.model.task
+        frame = pd.DataFrame(task.prediction_columns(out))  # `probability[<class>]` per class, multiclass
+        labels = task.labels(out)
+        if labels is not None:
+            frame["label"] = labels
+        return frame
 
 
 mlflow.models.set_model(MlopsModel())

@@ -61,7 +61,7 @@ class ModelSpec:
         self.features: list[dict[str, Any]] = meta["features"]
         self.names = [f["name"] for f in self.features]
         self.by_name = {f["name"]: f for f in self.features}
-        self.classes: list[str] = meta["label"]["classes"]
+        self.classes: list[str] = meta["label"].get("classes", [])  # none for a regression model
         self.version: str = meta["weights"]["sha256"][:12]
 
     @classmethod

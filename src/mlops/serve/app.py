@@ -33,16 +33,17 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mlops import __version__, labels
+from mlops import __version__
 from mlops.errors import DataError, MlopsError, ModelNotReady
 from mlops.params import serve as serve_params
-from mlops.serve import binary, openapi, protocol
+from mlops.serve import binary, openapi, outputs, protocol
 from mlops.serve.batching import Batcher
 from mlops.serve.encoding import Encoder
 from mlops.serve.fastpath import FastPath
 from mlops.serve.fastpath import columns as fast_columns
 from mlops.serve.predlog import PredictionLog
-from mlops.serve.prometheus import Metrics
+from mlops.serve.prometheus import Metrics, value_buckets
+from mlops.task import REGRESSION
 
 log = logging.getLogger(__name__)
 JSON = b"application/json"
@@ -74,7 +75,8 @@ class Settings:
 def load_backend(model_dir: str, backend: str, threads: int) -> Any:
     """The verified model on `backend`: `onnx` (model.onnx on ONNX Runtime; torch is never imported) or
     `torch` (model.safetensors on torch). Its `forward` takes float32 rows [rows, features] and returns
-    the float64 positive-class probabilities [rows]."""
+    the task's float64 outputs (mlops.task): positive-class probabilities [rows], class probabilities
+    [rows, classes] or predicted values [rows]."""
     if backend == "onnx":
         from mlops import scorer
 
@@ -112,20 +114,22 @@ def load_model(model_dir: str, backend: str, threads: int, version: str) -> Any:
 
 
 def serving_forward(loaded: Any) -> Any:
-    """The forward pass the batcher runs: float32 rows [rows, features] -> probabilities [rows].
+    """The forward pass the batcher runs: float32 rows [rows, features] -> the task's outputs ([rows], or
+    [rows, classes] for multiclass).
 
     On ONNX Runtime the compiled session is called directly: `InferenceSession.run` checks in Python,
     on every call, that the feed names the graph's inputs and holds no foreign device values, which
     always holds here (one float32 matrix under the graph's input name); skipping it, and the float64
     copy (the answer's floats are the same: float32 -> float64 is exact), saves ~2 µs per forward pass,
-    5% of a one-row request. Any other backend (or a runtime without that attribute): `loaded.forward`.
+    5% of a one-row request. The graph's output is the one model.json `onnx.output` names, as for
+    `OnnxModel`. Any other backend (or a runtime without that attribute): `loaded.forward`.
     """
     session = getattr(getattr(loaded, "session", None), "_sess", None)
     if getattr(loaded, "backend", None) != "onnx" or session is None:
         return loaded.forward
     from mlops.scorer import INPUT, OUTPUT
 
-    run, outputs = session.run, [OUTPUT]
+    run, outputs = session.run, [(loaded.metadata.get("onnx") or {}).get("output", OUTPUT)]
 
     def forward(x: Any) -> Any:
         return run(outputs, {INPUT: x}, None)[0]
@@ -204,12 +208,16 @@ class App:
     def _on_loaded(self, loaded: Any, forward: Any) -> None:
         p, m = self.params, self.metrics
         self.model = loaded
-        self.encoder = Encoder(loaded.metadata["features"], loaded.preprocessor)
-        self.fast = FastPath(loaded.metadata["features"], loaded.preprocessor)
-        self.template = protocol.ResponseTemplate(self.name, self.version)
-        classes, self.positive = labels.from_metadata(loaded.metadata)
-        self.negative = labels.negative_class(classes, self.positive)  # the one class <-> 0/1 mapping
-        self.threshold = loaded.threshold
+        task = loaded.task  # what the outputs are (model.json), as for every other consumer of the model
+        self.output_spec = task.output_spec()
+        self.output_names = task.output_names()
+        self.encoder = Encoder(loaded.metadata["features"], loaded.preprocessor, self.output_names)
+        self.fast = FastPath(loaded.metadata["features"], loaded.preprocessor, self.output_names)
+        self.template = protocol.ResponseTemplate(self.name, self.version, self.output_spec)
+        self.layout = outputs.layout(task)
+        self.regression = task.kind == REGRESSION
+        if self.regression:
+            m.track_values(value_buckets(loaded.metadata))
         self.batcher = Batcher(forward, p.max_batch_size, p.max_wait_ms, p.queue_size, m.observe_batch)
         self.batcher.start()
         self.predlog = PredictionLog(
@@ -219,6 +227,7 @@ class App:
             m.predlog_written.inc,
             m.predlog_dropped.inc,
             m.predlog_failed.inc,
+            self.output_names,
         )
         self.predlog.start()
         self.metadata = protocol.encode(protocol.model_metadata(loaded.metadata, self.version))
@@ -404,18 +413,28 @@ class App:
         else:
             request, _, x = fast
             columns = None
-        wanted_binary = binary.outputs(request) if request.parameters or request.outputs else frozenset()
-        proba = (await self.batcher.submit(x)).tolist()
-        pos, neg, threshold = self.positive, self.negative, self.threshold
-        labels = [pos if p >= threshold else neg for p in proba]
-        self.metrics.predicted(self.name, self.version, labels)
+        if request.parameters or request.outputs:
+            wanted_binary = binary.outputs(request, self.output_names)
+        else:
+            wanted_binary = frozenset()
+        data, logged, labels = self.layout(await self.batcher.submit(x))
+        if self.regression:
+            self.metrics.predicted_values(self.name, self.version, data[0])
+        else:
+            self.metrics.predicted(self.name, self.version, labels)
         if self.predlog.enabled:
             raw = fast_columns(request) if columns is None else columns
-            self.predlog.submit(request.id, raw, proba, labels)
+            self.predlog.submit(request.id, raw, *logged)
         if request.outputs is None and not wanted_binary:
-            return self.template.encode(request.id, proba, labels), None
+            return self.template.encode(request.id, *data), None
         return protocol.response(
-            self.name, self.version, request.id, request.outputs, proba, labels, wanted_binary
+            self.name,
+            self.version,
+            request.id,
+            request.outputs,
+            *data,
+            binary=wanted_binary,
+            spec=self.output_spec,
         )
 
 

@@ -2,7 +2,8 @@
 
 Requests (already validated and encoded into float32 feature rows) wait in a bounded queue. A batch
 takes what is queued, up to `max_batch_size` rows, optionally waiting up to `max_wait_ms` for more, runs
-one forward pass over the concatenated rows and hands each request its slice. With `max_wait_ms: 0` a
+one forward pass over the concatenated rows and hands each request its slice: its rows of the output
+(`[rows]`, or `[rows, classes]` for a multiclass model, split along the first axis). With `max_wait_ms: 0` a
 batch never waits: it holds whatever the event loop's runnable request handlers queued before it ran,
 which is the right default for a model whose forward pass costs microseconds. A full queue rejects
 the request at once (`Overloaded`, HTTP 503) rather than letting latency grow without bound.
@@ -30,7 +31,8 @@ class Overloaded(MlopsError):
 
 
 class Batcher:
-    """Collects concurrent requests into batches for `forward` (float32 rows -> probabilities).
+    """Collects concurrent requests into batches for `forward` (float32 rows -> the task's outputs, one
+    per row along the first axis: probabilities, class probabilities or predicted values).
 
     No task of its own: the first request queued schedules a batch with `call_soon` (or `call_later`
     with `max_wait_ms`), so the batch runs after every request handler that was already runnable in
@@ -64,7 +66,7 @@ class Batcher:
         self._loop = asyncio.get_running_loop()
 
     async def submit(self, rows: np.ndarray) -> np.ndarray:
-        """Queue `rows` for the next forward pass; return their probabilities."""
+        """Queue `rows` for the next forward pass; return their outputs (the forward pass's rows for them)."""
         if self._closing:
             raise Overloaded("server is shutting down")
         queue = self._queue
@@ -117,7 +119,7 @@ class Batcher:
     def _process(self, batch: list[tuple[np.ndarray, asyncio.Future]], rows: int) -> None:
         try:
             x = batch[0][0] if len(batch) == 1 else np.concatenate([item[0] for item in batch])
-            proba = self.forward(x)
+            out = self.forward(x)
         except Exception as e:  # noqa: BLE001 - every waiting request must learn about the failure
             log.exception("forward pass over %d rows failed", rows)
             for _, fut in batch:
@@ -129,5 +131,5 @@ class Batcher:
         for x, fut in batch:
             end = start + len(x)
             if not fut.done():
-                fut.set_result(proba[start:end])
+                fut.set_result(out[start:end])  # rows, whatever the output's width
             start = end

@@ -11,10 +11,13 @@ Response: an output asked for in binary (`parameters.binary_data_output: true` o
 `parameters.binary_data: true` on a requested output, which wins) carries
 `parameters.binary_data_size` instead of `data`; the bytes follow the JSON header in output order, and
 the response has `Inference-Header-Content-Length` and `Content-Type: application/octet-stream`.
+An output's bytes are its flat `data` (row-major: multiclass `probabilities` [n, N] is n * N FP64 values,
+row after row).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -165,11 +168,17 @@ def _strings(name: str, chunk: memoryview) -> list[str]:
     return items
 
 
-def outputs(request: InferenceRequest) -> frozenset[str]:
-    """The names of the outputs to send in binary (Triton's request and per-output parameters)."""
+def outputs(request: InferenceRequest, names: Sequence[str] = OUTPUTS) -> frozenset[str]:
+    """The names of the outputs to send in binary (Triton's request and per-output parameters).
+
+    Args:
+        request: the decoded request.
+        names: every output the model serves (`Task.output_names`; binary's by default), sent in binary
+            when the request asks for all of them that way.
+    """
     default = _flag(request.parameters, "binary_data_output", "parameters.binary_data_output")
     if request.outputs is None:
-        return frozenset(OUTPUTS) if default else frozenset()
+        return frozenset(names) if default else frozenset()
     chosen = set()
     for out in request.outputs:
         flag = _flag(out.parameters, "binary_data", f"output '{out.name}': parameters.binary_data")

@@ -9,6 +9,7 @@ the column-by-column `transform`; tests check that both produce the same matrix.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,15 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 class Encoder:
     """Validates a request against the model's feature spec and encodes it."""
 
-    def __init__(self, features: list[dict[str, Any]], preprocessor: Preprocessor):
+    def __init__(
+        self, features: list[dict[str, Any]], preprocessor: Preprocessor, outputs: Sequence[str] = OUTPUTS
+    ):
+        """Args:
+        features: model.json `features`.
+        preprocessor: the fitted preprocessing state.
+        outputs: the names a request may ask for (the task's, `Task.output_names`; binary's by default).
+        """
+        self.outputs = tuple(outputs)
         self.specs = {f["name"]: FeatureSpec(f) for f in features}
         if set(self.specs) != set(preprocessor.inputs):
             raise ValueError("model.json features and preprocessing state name different inputs")
@@ -44,7 +53,8 @@ class Encoder:
         self.width = preprocessor.width
 
     def columns(self, request: InferenceRequest) -> tuple[dict[str, list[Any]], int]:
-        """Check every input's name, datatype, shape and value types; return (raw columns, rows)."""
+        """Check every input's name, datatype, shape and value types, and the requested outputs' names;
+        return (raw columns, rows)."""
         columns: dict[str, list[Any]] = {}
         specs = self.specs
         rows = -1
@@ -64,8 +74,8 @@ class Encoder:
             missing = [n for n in specs if n not in columns]
             raise DataError(f"input '{missing[0]}': missing (required inputs: {', '.join(missing)})")
         for out in request.outputs or ():
-            if out.name not in OUTPUTS:
-                raise DataError(f"output '{out.name}': unknown output (available: {', '.join(OUTPUTS)})")
+            if out.name not in self.outputs:
+                raise DataError(f"output '{out.name}': unknown output (available: {', '.join(self.outputs)})")
         return columns, rows
 
     def encode(self, request: InferenceRequest) -> tuple[dict[str, list[Any]], np.ndarray]:

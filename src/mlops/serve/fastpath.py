@@ -4,7 +4,7 @@ Most requests have one shape: plain JSON, every feature once as an `[n]` (or `[n
 plain values of its own datatype, within range, no `parameters` on the inputs. For those, msgspec
 decodes the body straight into per-feature typed structs (a tagged union on the input's `name`), so
 names, datatypes, value types, ranges and categories are checked in C while parsing; what is left
-(shapes, row counts, each feature exactly once, the requested outputs) is a few comparisons per input,
+(shapes, row counts, each feature exactly once, the requested outputs among the task's) is a few comparisons per input,
 and one row is encoded with Python floats instead of a dozen small numpy operations.
 
 Everything else returns None and takes the reference path (`mlops.serve.binary.decode`, then
@@ -17,6 +17,7 @@ the reference accepts, and then produces the same feature matrix and the same ra
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from itertools import chain
 from typing import Annotated, Any, Literal, Union
 
@@ -63,7 +64,16 @@ def _numeric_values(spec: dict[str, Any], integer: bool) -> Any:
 class FastPath:
     """The typed decoder and encoder of one model's common requests."""
 
-    def __init__(self, features: list[dict[str, Any]], preprocessor: Preprocessor):
+    def __init__(
+        self, features: list[dict[str, Any]], preprocessor: Preprocessor, outputs: Sequence[str] = OUTPUTS
+    ):
+        """Args:
+        features: model.json `features`.
+        preprocessor: the fitted preprocessing state.
+        outputs: the names a request may ask for (the task's, `Task.output_names`; binary's by default):
+            a request naming another one takes the reference path, which reports it.
+        """
+        self.outputs = frozenset(outputs)
         by_name = {f["name"]: f for f in features}
         order = list(preprocessor.inputs)  # model order: numeric block, then the one-hot blocks
         if set(by_name) != set(order):
@@ -156,7 +166,7 @@ class FastPath:
             if len(inputs) != len(self.features) or not inputs:
                 return None
             for out in request.outputs or ():
-                if out.name not in OUTPUTS:
+                if out.name not in self.outputs:
                     return None
             rows = len(inputs[0].data)
             if rows == 1:  # the most common request, checked and encoded in one pass over its inputs

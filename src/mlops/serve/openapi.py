@@ -1,7 +1,8 @@
 """openapi: the OpenAPI 3 document the server publishes at /openapi.json.
 
 It follows the Open Inference Protocol REST spec, specialised to the loaded model: the input names,
-datatypes and categories come from model.json, so API fuzzers (schemathesis) and clients see the real
+datatypes and categories come from model.json, and the outputs (their names, datatypes and shapes) from
+its task (`mlops.task.Task.output_spec`), so API fuzzers (schemathesis) and clients see the real
 contract. Built once at start-up.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+
+from mlops.task import Task
 
 ERROR = {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]}
 
@@ -60,8 +63,30 @@ def _input_schema(feature: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _output_schema(output: dict[str, Any]) -> dict[str, Any]:
+    """One output tensor of a JSON inference response (an entry of `Task.output_spec`)."""
+    value = {"type": "string"} if output["datatype"] == "BYTES" else {"type": "number"}
+    return {
+        "type": "object",
+        "required": ["name", "datatype", "shape", "data"],
+        "properties": {
+            "name": {"type": "string", "enum": [output["name"]]},
+            "datatype": {"type": "string", "enum": [output["datatype"]]},
+            "shape": {
+                "type": "array",
+                "items": {"type": "integer", "minimum": 0},
+                "minItems": len(output["shape"]),
+                "maxItems": len(output["shape"]),
+            },
+            "data": {"type": "array", "items": value},  # flat, row-major
+            "parameters": {"type": "object"},
+        },
+    }
+
+
 def document(meta: dict[str, Any], version: str) -> bytes:
     """Return the OpenAPI document for the model described by `meta` (model.json)."""
+    task = Task.from_metadata(meta)
     tensor = {
         "type": "object",
         "required": ["name", "datatype", "shape"],
@@ -83,7 +108,7 @@ def document(meta: dict[str, Any], version: str) -> bytes:
                 "items": {
                     "type": "object",
                     "required": ["name"],
-                    "properties": {"name": {"type": "string", "enum": ["probability", "label"]}},
+                    "properties": {"name": {"type": "string", "enum": list(task.output_names())}},
                 },
             },
         },
@@ -97,7 +122,7 @@ def document(meta: dict[str, Any], version: str) -> bytes:
             "id": {"type": "string"},
             "outputs": {
                 "type": "array",
-                "items": {**tensor, "required": ["name", "datatype", "shape", "data"]},
+                "items": {"oneOf": [_output_schema(o) for o in task.output_spec()]},
             },
         },
     }

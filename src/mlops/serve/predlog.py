@@ -15,6 +15,11 @@ are dropped and counted (`mlops_serve_prediction_log_records_total{outcome="drop
 path never waits for, or fails because of, the log. A location that cannot be opened or created (a
 read-only or mis-mounted volume) is logged as an error and never stops the server: each flush retries,
 and what it cannot write is counted as `failed`.
+
+The outputs are those of the model's task, under their served names (`mlops.task.Task.outputs` of the
+row, which `Task.logged_outputs` reads back): binary `probability` and `label` (above), multiclass
+`probabilities` (the N class probabilities, in the model's class order) and `label`, regression
+`prediction`.
 """
 
 from __future__ import annotations
@@ -26,12 +31,13 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import msgspec
 
 from mlops.params.serve import PredictionLogParams
+from mlops.serve.protocol import OUTPUTS
 
 log = logging.getLogger(__name__)
 _STOP = object()
@@ -48,8 +54,17 @@ class PredictionLog:
         on_written: Callable[[int], None],
         on_dropped: Callable[[int], None],
         on_failed: Callable[[int], None],
+        outputs: Sequence[str] = OUTPUTS,
     ):
+        """Args:
+        params: `serve.prediction_log`.
+        model, version: what every record names.
+        on_written, on_dropped, on_failed: counters of records by outcome (called with a count).
+        outputs: the record keys of the task's outputs, in the order `submit` takes their values
+            (`Task.output_names`; binary's by default).
+        """
         self.params = params
+        self.outputs = tuple(outputs)
         self.rate = params.rate
         self.enabled = params.rate > 0
         self.model, self.version = model, version
@@ -90,16 +105,21 @@ class PredictionLog:
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
-    def submit(
-        self, request_id: str | None, columns: dict[str, list[Any]], proba: list[float], labels: list[str]
-    ) -> None:
-        """Maybe log one request; never blocks, never raises."""
+    def submit(self, request_id: str | None, columns: dict[str, list[Any]], *outputs: list[Any]) -> None:
+        """Maybe log one request; never blocks, never raises.
+
+        Args:
+            request_id: the request's `id`, or None.
+            columns: the raw inputs (name -> one value per row).
+            outputs: one list per output named in `outputs`, one value per row (binary: probabilities,
+                labels; multiclass: a list of N class probabilities per row, labels; regression: values).
+        """
         if not self.enabled or self._random() >= self.rate:
             return
         try:
-            self._queue.put_nowait((time.time(), request_id, columns, proba, labels))
+            self._queue.put_nowait((time.time(), request_id, columns, outputs))
         except queue.Full:
-            self.on_dropped(len(proba))
+            self.on_dropped(len(outputs[0]))
 
     def stop(self, timeout: float) -> None:
         """Flush what is queued and stop the writer, waiting at most `timeout` seconds."""
@@ -128,22 +148,23 @@ class PredictionLog:
                 self._flush(buf, rows)
                 return
             if item is not None:
-                ts, request_id, columns, proba, labels = item
+                ts, request_id, columns, outputs = item
                 stamp = dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
                 names = list(columns)
-                for i, (p, label) in enumerate(zip(proba, labels, strict=True)):
+                keys = self.outputs
+                for i in range(len(outputs[0])):
                     record = {
                         "ts": stamp,
                         "model": self.model,
                         "model_version": self.version,
                         "request_id": request_id,
                         "inputs": {n: columns[n][i] for n in names},
-                        "probability": p,
-                        "label": label,
                     }
+                    for key, values in zip(keys, outputs, strict=True):
+                        record[key] = values[i]
                     buf += encoder.encode(record)
                     buf += b"\n"
-                rows += len(proba)
+                rows += len(outputs[0])
             if rows and (len(buf) >= self.params.max_file_bytes or time.monotonic() - last >= interval):
                 self._flush(buf, rows)
                 buf = bytearray()

@@ -15,7 +15,10 @@ Metric names (all prefixed `mlops_serve_`):
     requests_total{route,method,status}        counter, route is the template, e.g. /v2/models/{name}/infer
     request_duration_seconds{route}            histogram of the whole request, body read to response sent
     batch_rows                                 histogram of rows per forward pass (the micro-batch size)
-    predictions_total{model,version,class}     counter of predicted classes
+    predictions_total{model,version,class}     counter of predicted classes (classification models)
+    predicted_value{model,version}             histogram of predicted values, in the target's units
+                                               (regression models; buckets from the training target's
+                                               mean and std, `value_buckets`)
     model_info{model,version,sha256}           gauge = 1 once the model is loaded
     prediction_log_records_total{outcome}      counter: written | dropped (sink slow or full) | failed
 """
@@ -54,6 +57,20 @@ LATENCY_BUCKETS = (
     10.0,
 )
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+VALUE_SPREAD = (-3, -2, -1, -0.5, -0.25, 0, 0.25, 0.5, 0.75, 1, 1.5, 2, 3, 4, 6)
+"""Bucket bounds of the predicted-value histogram, in standard deviations of the training target from its
+mean (a right-skewed target, a price, reaches several deviations above the mean)."""
+
+
+def value_buckets(meta: dict[str, Any]) -> tuple[float, ...]:
+    """The predicted-value histogram's buckets for a regression model (model.json `meta`): the training
+    target's mean + k std for k in VALUE_SPREAD, to 3 significant digits; prometheus_client's default
+    buckets where model.json records no target scale."""
+    scale = (meta.get("label") or {}).get("scale") or {}
+    mean, std = scale.get("mean"), scale.get("std")
+    if mean is None or not std:
+        return tuple(b for b in Histogram.DEFAULT_BUCKETS if b != float("inf"))
+    return tuple(sorted({float(f"{mean + k * std:.3g}") for k in VALUE_SPREAD}))
 
 
 class Metrics:
@@ -111,6 +128,9 @@ class Metrics:
         self._requests: list[tuple[str, str, int, float]] = []
         self._batches: list[int] = []
         self._predicted: dict[tuple[str, str, str], int] = {}
+        self._values: dict[tuple[str, str], list[float]] = {}
+        self.predicted_value: Histogram | None = None  # a regression model's (`track_values`)
+        self.value_buckets: tuple[float, ...] = ()
         self._armed = False
         self.call_soon: Callable[[Callable[[], None]], Any] | None = None
 
@@ -140,12 +160,29 @@ class Metrics:
             counts[key] = counts.get(key, 0) + labels.count(label)
         self._arm()
 
+    def track_values(self, buckets: tuple[float, ...]) -> None:
+        """Create the predicted-value histogram (for a regression model, once it is loaded)."""
+        self.value_buckets = tuple(buckets)
+        self.predicted_value = Histogram(
+            "mlops_serve_predicted_value",
+            "predicted values (regression), in the target's units",
+            ["model", "version"],
+            buckets=self.value_buckets,
+            registry=self._own,
+        )
+
+    def predicted_values(self, model: str, version: str, values: list[float]) -> None:
+        """Observe predicted values (a regression model's; `track_values` first)."""
+        self._values.setdefault((model, version), []).extend(values)
+        self._arm()
+
     def flush(self) -> None:
         """Write what was observed since the last flush into the metric objects (the mmap files)."""
         self._armed = False
         requests, self._requests = self._requests, []
         batches, self._batches = self._batches, []
         predicted, self._predicted = self._predicted, {}
+        observed_values, self._values = self._values, {}
         counts: dict[tuple[str, str, int], int] = {}
         latencies: dict[str, list[float]] = {}
         for route, method, status, seconds in requests:
@@ -160,6 +197,9 @@ class Metrics:
             _observe_many(self.batch_rows, BATCH_BUCKETS, batches)
         for (model, version, label), n in predicted.items():
             self._child(("pred", model, version, label), self.predictions, model, version, label).inc(n)
+        for (model, version), observed in observed_values.items():
+            child = self._child(("value", model, version), self.predicted_value, model, version)
+            _observe_many(child, self.value_buckets, observed)
 
     def _child(self, key: tuple[Any, ...], metric: Any, *labels: str) -> Any:
         child = self._children.get(key)

@@ -10,9 +10,17 @@ An inference request carries one input tensor per raw feature, named as in model
   (strings from the feature's `categories`). `null` is accepted only for nullable features.
   Numbers outside the feature's [min, max] are rejected.
 
-Every violation raises `DataError` (HTTP 400) naming the input (field) at fault. Outputs are
-`probability` (FP64, the positive-class probability) and `label` (BYTES, the class at the model's
-decision threshold), both of shape `[n]`; `outputs` in the request may select a subset.
+Every violation raises `DataError` (HTTP 400) naming the input (field) at fault.
+
+Outputs are the model's task's (`mlops.task.Task.output_spec`, listed in the model metadata):
+
+- binary: `probability` (FP64 `[n]`, the positive-class probability) and `label` (BYTES `[n]`, the class
+  at the model's decision threshold);
+- multiclass: `probabilities` (FP64 `[n, N]`, `data` flat in row-major order, one probability per class
+  in the order of the metadata's `parameters.classes`) and `label` (BYTES `[n]`, the most probable class);
+- regression: `prediction` (FP64 `[n]`, the predicted value in the target's units).
+
+`outputs` in the request may select a subset; an unknown name is a 400 naming it.
 """
 
 from __future__ import annotations
@@ -24,10 +32,14 @@ from typing import Any
 import msgspec
 
 from mlops.errors import DataError
+from mlops.task import BINARY, MULTICLASS, Task
 
 INT_TYPES = frozenset({"INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64"})
 FLOAT_TYPES = frozenset({"FP16", "FP32", "FP64"})
-OUTPUTS = ("probability", "label")
+BINARY_OUTPUTS: tuple[dict[str, Any], ...] = tuple(Task(BINARY, "").output_spec())
+"""The binary task's output spec (`Task.output_spec`): the default of the response encoders."""
+OUTPUTS = tuple(o["name"] for o in BINARY_OUTPUTS)
+"""The binary task's output names (`probability`, `label`): the default of the request validators."""
 
 
 class RequestInput(msgspec.Struct):
@@ -152,22 +164,28 @@ def response(
     version: str,
     request_id: str | None,
     wanted: list[RequestOutput] | None,
-    proba: list[float],
-    labels: list[str],
+    *data: list[Any],
     binary: frozenset[str] = frozenset(),
+    spec: tuple[dict[str, Any], ...] | list[dict[str, Any]] = BINARY_OUTPUTS,
 ) -> tuple[bytes, int | None]:
     """Encode the inference response for one request: (body, JSON header length or None).
 
-    Outputs named in `binary` go as raw bytes after the JSON header (the binary tensor data extension,
-    see `mlops.serve.binary`); the header length is None when every output is in the JSON.
+    Args:
+        wanted: the request's `outputs` (names already validated), or None for every output.
+        data: each output's values, flat (row-major), in `spec` order: binary `(probabilities, labels)`,
+            multiclass `(class probabilities of row 1, then row 2, ..., labels)`, regression `(values,)`.
+        binary: the outputs to send as raw bytes after the JSON header (the binary tensor data
+            extension, see `mlops.serve.binary`); the header length is None when every output is in the JSON.
+        spec: the task's outputs (`Task.output_spec`), binary's by default.
     """
-    n = len(proba)
-    names = OUTPUTS if wanted is None else [o.name for o in wanted]
+    by_name = {o["name"]: (o, values) for o, values in zip(spec, data, strict=True)}
+    names = [o["name"] for o in spec] if wanted is None else [o.name for o in wanted]
     outputs = []
     raw: list[bytes] = []
     for name in names:
-        datatype, values = ("FP64", proba) if name == "probability" else ("BYTES", labels)
-        out: dict[str, Any] = {"name": name, "datatype": datatype, "shape": [n]}
+        tensor, values = by_name[name]
+        datatype = tensor["datatype"]
+        out: dict[str, Any] = {"name": name, "datatype": datatype, "shape": _shape(tensor, values)}
         if name in binary:
             raw.append(_raw(values, datatype))
             out["parameters"] = {"binary_data_size": len(raw[-1])}
@@ -183,28 +201,53 @@ def response(
     return header + b"".join(raw), len(header)
 
 
+def _shape(tensor: dict[str, Any], values: list[Any]) -> list[int]:
+    """The shape of one output's flat values: `[n]`, or `[n, N]` for an output declared `[-1, N]`."""
+    if len(tensor["shape"]) == 1:
+        return [len(values)]
+    width = tensor["shape"][1]
+    return [len(values) // width, width]
+
+
 class ResponseTemplate:
     """`response` for the usual request (every output, all in JSON) with the constant parts encoded once:
     the same bytes, without building the dictionaries per request."""
 
-    def __init__(self, model_name: str, version: str):
-        self._head = (
-            b'{"model_name":%s,"model_version":%s,"outputs":[{"name":"probability","datatype":"FP64","shape":['
-            % (encode(model_name), encode(version))
+    def __init__(
+        self,
+        model_name: str,
+        version: str,
+        spec: tuple[dict[str, Any], ...] | list[dict[str, Any]] = BINARY_OUTPUTS,
+    ):
+        """Args:
+        spec: the task's outputs (`Task.output_spec`), binary's by default: one or two outputs, each with
+            one row per request row (`[-1]` or `[-1, N]`, N constant).
+        """
+        if not 1 <= len(spec) <= 2 or any(t["shape"][0] != -1 for t in spec):
+            raise ValueError(f"ResponseTemplate: outputs {spec} are not one or two tensors of [rows, ...]")
+        pieces = []
+        for tensor in spec:
+            width = b"".join(b",%d" % d for d in tensor["shape"][1:])  # rows go in per request
+            pieces.append(
+                b'{"name":%s,"datatype":%s,"shape":[%%d%s],"data":%%s}'
+                % (encode(tensor["name"]), encode(tensor["datatype"]), width)
+            )
+        self._head = b'{"model_name":%s,"model_version":%s,"outputs":[' % (
+            encode(model_name),
+            encode(version),
         )
+        self._format = b"%s" + b",".join(pieces) + b"]%s"  # the head goes in as a value: names may hold %
 
-    def encode(self, request_id: str | None, proba: list[float], labels: list[str]) -> bytes:
-        """The response body for these probabilities and labels (and the request's id, if any)."""
-        n = len(proba)
+    def encode(self, request_id: str | None, *data: list[Any]) -> bytes:
+        """The response body for each output's flat values (in the spec's order, as `response` takes
+        them) and the request's id, if any."""
         tail = b"}" if request_id is None else b',"id":%s}' % encode(request_id)
-        return b'%s%d],"data":%s},{"name":"label","datatype":"BYTES","shape":[%d],"data":%s}]%s' % (
-            self._head,
-            n,
-            encode(proba),
-            n,
-            encode(labels),
-            tail,
-        )
+        if len(data) == 2:  # classification: the model's output, then one label per row
+            values, labels = data
+            n = len(labels)
+            return self._format % (self._head, n, encode(values), n, encode(labels), tail)
+        (values,) = data
+        return self._format % (self._head, len(values), encode(values), tail)
 
 
 def _raw(values: list[Any], datatype: str) -> bytes:
@@ -216,21 +259,29 @@ def _raw(values: list[Any], datatype: str) -> bytes:
 
 
 def model_metadata(meta: dict[str, Any], version: str) -> dict[str, Any]:
-    """The OIP model metadata response: one input tensor per raw feature, two outputs."""
+    """The OIP model metadata response: one input tensor per raw feature, the task's outputs.
+
+    `parameters`: binary `classes`, `positive_class`, `decision_threshold`; multiclass `classes` (the
+    order of the columns of `probabilities`); regression `target` (the predicted column); and `sha256`.
+    """
+    task = Task.from_metadata(meta)
     inputs = [{"name": f["name"], "datatype": f["dtype"], "shape": [-1]} for f in meta["features"]]
+    if task.kind == BINARY:
+        parameters: dict[str, Any] = {
+            "classes": meta["label"]["classes"],
+            "positive_class": meta["label"]["positive"],
+            "decision_threshold": meta["decision_threshold"],
+        }
+    elif task.kind == MULTICLASS:
+        parameters = {"classes": list(task.classes)}
+    else:
+        parameters = {"target": task.column}
+    parameters["sha256"] = meta["weights"]["sha256"]
     return {
         "name": meta["name"],
         "versions": [version],
         "platform": "pytorch_safetensors",
         "inputs": inputs,
-        "outputs": [
-            {"name": "probability", "datatype": "FP64", "shape": [-1]},
-            {"name": "label", "datatype": "BYTES", "shape": [-1]},
-        ],
-        "parameters": {
-            "classes": meta["label"]["classes"],
-            "positive_class": meta["label"]["positive"],
-            "decision_threshold": meta["decision_threshold"],
-            "sha256": meta["weights"]["sha256"],
-        },
+        "outputs": task.output_spec(),
+        "parameters": parameters,
     }

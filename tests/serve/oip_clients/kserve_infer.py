@@ -3,8 +3,10 @@ modes; run by the tool virtualenv's python (toolenv.py), never imported by the p
 
     python kserve_infer.py REQUEST.json    # prints one JSON result per mode
 
-REQUEST.json: {"url", "model", "features": model.json features, "rows": [{feature: value}], "modes"}.
-A mode is {"binary_inputs": bool, "binary_outputs": bool, "per_output": bool}.
+REQUEST.json: {"url", "model", "features": model.json features, "rows": [{feature: value}], "modes",
+and optionally "outputs": the model's output names (default: the binary task's, probability and label)}.
+A mode is {"binary_inputs": bool, "binary_outputs": bool, "per_output": bool}. A result holds each
+output's values (`as_numpy().tolist()`: nested for a 2-D output, BYTES decoded to text).
 """
 
 import asyncio
@@ -32,7 +34,8 @@ async def infer(client, request: dict, mode: dict) -> dict:
         inputs.append(tensor)
     if mode["per_output"]:
         outputs = [
-            RequestedOutput(n, {"binary_data": mode["binary_outputs"]}) for n in ("probability", "label")
+            RequestedOutput(n, {"binary_data": mode["binary_outputs"]})
+            for n in request.get("outputs", ("probability", "label"))
         ]
         parameters = None
     else:
@@ -45,7 +48,9 @@ async def infer(client, request: dict, mode: dict) -> dict:
         request["url"], infer_request, model_name=request["model"], response_headers=headers
     )
     result = {o.name: o.as_numpy().tolist() for o in response.outputs}
-    result["label"] = [v.decode() if isinstance(v, bytes) else v for v in result["label"]]
+    for o in response.outputs:
+        if o.datatype == "BYTES":
+            result[o.name] = [v.decode() if isinstance(v, bytes) else v for v in result[o.name]]
     result["id"] = response.id
     result["binary_response"] = "inference-header-content-length" in {k.lower() for k in headers}
     return result
