@@ -51,6 +51,10 @@ def multiclass(p: dict[str, Any]) -> None:
     p["gate"]["slices"] = {"min": {"accuracy": 0.45}}
     p["gate"]["classes"] = {"min": {"recall": 0.1}}
     p["champion"]["max_regression"] = {"accuracy": 0.02, "log_loss": 0.05}
+    p["model_card"] = {
+        "intended_use": "Predict a cluster job's run-time class (VF, F, M, L) at submission, to schedule it.",
+        "limits": "One cluster's 4,331 jobs; classes L and M are rare, so their recall is the weakest.",
+    }
     p["expectations"] = {
         "directional": [
             # more compounds to process: a longer run, so the very-fast class gets less likely
@@ -103,6 +107,10 @@ def regression(p: dict[str, Any]) -> None:
     p["gate"]["slices"] = {"min": {"r2": 0.5}}
     p["gate"]["classes"] = {"min": {}}
     p["champion"]["max_regression"] = {"rmse": 100.0, "r2": 0.01}
+    p["model_card"] = {
+        "intended_use": "Estimate a diamond's price (USD) from its carat, cut, colour, clarity and size.",
+        "limits": "Prices of one historical table; not a valuation of any particular stone.",
+    }
     p["expectations"] = {
         "directional": [
             # a heavier stone of the same cut, colour and clarity costs more

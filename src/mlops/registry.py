@@ -5,9 +5,10 @@ code" file `pyfunc_model.py`: no pickle; the project modules it imports and its 
 derived from its import graph by `mlops.pyfunc_bundle`, so it loads where only those requirements are
 installed), registers it as a new version with provenance tags and points
 the alias `candidate` at it. The same weights are never registered twice. Next to model.json the version
-stores two tables: `reference.parquet` (a sample of training rows: the drift reference) and
-`evaluation.parquet` (the test split's raw rows with the 0/1 label: what `mlops promote` scores this
-version and the env's current one on, so CI judges a promotion without DVC data). `fetch_model()`
+stores two tables: `reference.parquet` (a sample of training rows with the model's outputs on them as
+the task's prediction columns: the drift reference) and `evaluation.parquet` (the test split's raw rows
+with the encoded `label` of the task: 0/1, the class index or the target value; what `mlops promote`
+scores this version and the env's current one on, so CI judges a promotion without DVC data). `fetch_model()`
 downloads a version, checks its weights against the version's `weights_sha256` tag and places the files
 atomically (the Helm chart's init container runs it).
 
@@ -170,8 +171,8 @@ def register(
         allow_failed: register even when the gate failed (tagged `gate=failed`).
         reference_from: (raw table, encoded training split): a sample of at most `reference_rows`
             training rows (seeded by `seed`) is staged as reference.parquet next to model.json.
-        evaluation_from: (raw table, encoded test split): the test rows' raw columns and 0/1 label are
-            staged as evaluation.parquet (the rows `mlops promote` compares models on).
+        evaluation_from: (raw table, encoded test split): the test rows' raw columns and encoded label
+            are staged as evaluation.parquet (the rows `mlops promote` compares models on).
         images: {server|fetch|monitor|pipeline: repository@sha256:...}: the images built and pushed
             with this version, tagged `image.<name>`. Weights registered before get the new release's
             image tags (the newest build of the same model is the one deployed).
@@ -223,8 +224,10 @@ def register(
 
 
 def reference_sample(model: Any, data: Path, train: Path, rows: int, seed: int) -> Any:
-    """The drift reference: up to `rows` training rows' raw features and label, and the model's
-    positive-class `probability` on them (prediction drift compares the logged ones with these).
+    """The drift reference: up to `rows` training rows' raw features and label column, and the model's
+    outputs on them as the task's prediction columns (`Task.prediction_columns`: binary `probability`,
+    multiclass `probability[<class>]` per class, regression `prediction`); prediction drift compares
+    the logged outputs with these.
 
     Returns None (logged) when the raw table or the training split is missing: the version then has no
     reference and `mlops drift` needs one given explicitly.
@@ -241,12 +244,16 @@ def reference_sample(model: Any, data: Path, train: Path, rows: int, seed: int) 
     frame = frame.sample(n=min(rows, len(frame)), random_state=seed).sort_index()
     features = [f["name"] for f in meta["features"]]
     out = frame[[*features, meta["label"]["column"]]].reset_index(drop=True)
-    out["probability"] = model.predict_proba({n: out[n].to_numpy() for n in features})
+    outputs = model.predict_proba({n: out[n].to_numpy() for n in features})
+    for name, values in model.task.prediction_columns(outputs).items():
+        out[name] = values
     return out
 
 
 def evaluation_rows(model: Any, data: Path, test: Path) -> Any:
-    """The labelled test rows: the raw table's columns for every test-split row and the 0/1 `label`.
+    """The labelled test rows: the raw table's columns for every test-split row and its encoded `label`
+    as featurize wrote it (mlops.task: 0/1 for binary, the class index for multiclass, the target value
+    for regression).
 
     Every raw column is kept (not only this model's features), so a champion with other inputs can
     score the same rows. Returns None (logged) when the raw table or the test split is missing: the

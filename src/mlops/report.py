@@ -4,8 +4,17 @@ Sections: gate verdict and table (reports/gate.json), whether CI reproduced the 
 (reports/lock-check.json, `mlops lock-check`), metrics of this branch vs the target branch
 (`dvc metrics diff`), the champion comparison, params diff (`dvc params diff`), slice table, plots
 rendered as PNG files next to the report (CI uploads them as artifacts; the markdown references them by
-relative path), and a short model card. `mlops report --post` hands the document to `mlops.review_comment`, which
-keeps ONE comment per merge request.
+relative path), and a short model card. `mlops report --post` hands the document to
+`mlops.review_comment`, which keeps ONE comment per merge request.
+
+The tables follow the task of reports/metrics.json (`task`; absent: binary, mlops.task):
+
+- binary: slices with size, positive rate, ROC AUC, log loss and F1; plots roc, pr, calibration, confusion;
+- multiclass: the test metrics (accuracy, macro and weighted F1, log loss, top-k accuracy, ECE), a
+  per-class table (precision, recall, F1, rows) and slices with accuracy, F1, log loss and class shares;
+  plots roc (one-vs-rest, a curve per class), calibration (top label), confusion (N x N, class order);
+- regression: the test metrics (RMSE, MAE, R², MAPE, in the target's units) and slices with size, mean
+  target and the same metrics; plots predicted (against actual) and residuals (against predicted).
 
 The champion comparison runs here, at review time, against production's record of that moment
 (`mlops.compare.review`: the champion is fetched from the registry and verified, both models score the
@@ -32,6 +41,7 @@ from mlops import compare as compare_lib
 from mlops.errors import DataError, ModelNotReady
 from mlops.review_comment import MARKER
 from mlops.stages import gate as gate_lib
+from mlops.task import BINARY, MULTICLASS, REGRESSION, Task
 
 if TYPE_CHECKING:
     from mlops.params.champion import ChampionParams
@@ -39,11 +49,43 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SLICE_COLUMNS = ("rows", "positive_rate", "roc_auc", "log_loss", "f1")
+"""The binary slice table's columns."""
+TASK_SLICE_COLUMNS = {
+    BINARY: SLICE_COLUMNS,
+    MULTICLASS: ("rows", "accuracy", "macro_f1", "weighted_f1", "log_loss"),
+    REGRESSION: ("rows", "mean_target", "rmse", "mae", "r2", "mape"),
+}
+"""Each task's slice columns (multiclass adds the slice's class shares)."""
+TEST_METRICS = {
+    MULTICLASS: ("rows", "accuracy", "macro_f1", "weighted_f1", "log_loss", "top_k_accuracy", "ece"),
+    REGRESSION: ("rows", "rmse", "mae", "r2", "mape", "mean_target"),
+}
+"""The test metrics table of the other tasks (binary's metrics are in the metrics diff)."""
+METRIC_NAMES = {
+    "rows": "rows",
+    "accuracy": "accuracy",
+    "macro_f1": "macro F1",
+    "weighted_f1": "weighted F1",
+    "log_loss": "log loss",
+    "top_k_accuracy": "top-k accuracy",
+    "ece": "ECE (top label)",
+    "rmse": "RMSE",
+    "mae": "MAE",
+    "r2": "R²",
+    "mape": "MAPE",
+    "mean_target": "mean target",
+}
+PER_CLASS_COLUMNS = ("precision", "recall", "f1", "rows")
 PLOTS = {
     "roc": ("ROC", "fpr", "tpr"),
     "pr": ("Precision-recall", "recall", "precision"),
     "calibration": ("Calibration", "mean_predicted", "fraction_positive"),
 }
+SCATTERS = {
+    "predicted": ("Predicted vs actual", "actual", "predicted"),
+    "residuals": ("Residuals", "predicted", "residual"),
+}
+"""Regression plots: scatter plots in the target's units."""
 
 
 @dataclass(frozen=True)
@@ -125,17 +167,59 @@ def diff_table(diff: dict[str, Any], head: str) -> list[str]:
     return rows if len(rows) > 2 else ["_no differences_"]
 
 
-def slice_table(slices: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
-    """One row per slice: size, positive rate and the main metrics."""
-    lines = ["| slice | " + " | ".join(SLICE_COLUMNS) + " |", "|---" * (len(SLICE_COLUMNS) + 1) + "|"]
+def slice_table(
+    slices: dict[str, dict[str, dict[str, Any]]],
+    task: str = BINARY,
+    classes: list[str] | tuple[str, ...] = (),
+) -> list[str]:
+    """One row per slice: size, the target's summary (positive rate, mean target, class shares: in the
+    order of `classes` when given) and the task's main metrics (a slice under `evaluate.min_slice_rows`
+    has only its size and target summary)."""
+    columns = TASK_SLICE_COLUMNS[task]
+    head = list(columns) + (["class shares"] if task == MULTICLASS else [])
+    lines = ["| slice | " + " | ".join(head) + " |", "|---" * (len(head) + 1) + "|"]
     for group, values in slices.items():
         for key, s in values.items():
-            lines.append(f"| {group}={key} | " + " | ".join(_f(s.get(c)) for c in SLICE_COLUMNS) + " |")
+            if task == REGRESSION and "mean_target" not in s:  # a small slice: Task.target_summary
+                s = {**s, "mean_target": s.get("mean")}
+            cells = [_f(s.get(c)) for c in columns]
+            if task == MULTICLASS:
+                shares = s.get("class_rates") or {}
+                order = [c for c in classes if c in shares] + [c for c in shares if c not in classes]
+                cells.append(" · ".join(f"{c} {shares[c]:.2f}" for c in order) or "–")
+            lines.append(f"| {group}={key} | " + " | ".join(cells) + " |")
     return lines
 
 
-def render_plots(plots_dir: Path, out_dir: Path) -> list[Path]:
-    """ROC, PR, calibration and confusion matrix as PNG files (from evaluate's plot data)."""
+def metrics_table(test: dict[str, Any], task: str) -> list[str]:
+    """The test metrics of a multiclass or regression model, one row each."""
+    lines = ["| metric | test |", "|---|---|"]
+    for name in TEST_METRICS[task]:
+        label = METRIC_NAMES[name]
+        if name == "top_k_accuracy" and test.get("top_k") is not None:
+            label = f"top-{test['top_k']} accuracy"
+        lines.append(f"| {label} | {_f(test.get(name))} |")
+    return lines
+
+
+def per_class_table(
+    per_class: dict[str, dict[str, Any]], classes: list[str] | tuple[str, ...] = ()
+) -> list[str]:
+    """Precision, recall, F1 and test rows of each class (in the model's class order when given)."""
+    order = [c for c in classes if c in per_class] + [c for c in per_class if c not in classes]
+    lines = ["| class | precision | recall | F1 | rows |", "|---|---|---|---|---|"]
+    for name in order:
+        s = per_class[name]
+        lines.append(f"| {name} | " + " | ".join(_f(s.get(c)) for c in PER_CLASS_COLUMNS) + " |")
+    return lines
+
+
+def render_plots(
+    plots_dir: Path, out_dir: Path, task: str = BINARY, classes: list[str] | tuple[str, ...] = ()
+) -> list[Path]:
+    """The plot files evaluate wrote for the task as PNG files: ROC, PR, calibration and confusion
+    matrix (classification: a ROC curve per class and the classes in model order for multiclass),
+    predicted vs actual and residuals (regression)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -148,7 +232,16 @@ def render_plots(plots_dir: Path, out_dir: Path) -> list[Path]:
             continue
         points = json.loads(src.read_text())
         fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
-        ax.plot([p[x] for p in points], [p[y] for p in points])
+        if task == MULTICLASS and name == "roc":  # one-vs-rest: one curve per class
+            for c in _classes_of(points, "class", classes):
+                curve = [p for p in points if p.get("class") == c]
+                ax.plot([p[x] for p in curve], [p[y] for p in curve], label=str(c))
+            ax.legend(fontsize="small", loc="lower right")
+            title = "ROC (one-vs-rest)"
+        else:
+            ax.plot([p[x] for p in points], [p[y] for p in points])
+            if task == MULTICLASS and name == "calibration":
+                title, y = "Calibration (top label)", "accuracy"
         if name in ("roc", "calibration"):
             ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
         ax.set(
@@ -160,6 +253,8 @@ def render_plots(plots_dir: Path, out_dir: Path) -> list[Path]:
     if src.is_file():
         rows = json.loads(src.read_text())
         labels = sorted({r["actual"] for r in rows} | {r["predicted"] for r in rows})
+        if task == MULTICLASS:
+            labels = [c for c in classes if c in labels] + [c for c in labels if c not in classes]
         counts = [
             [sum(1 for r in rows if r["actual"] == a and r["predicted"] == p) for p in labels] for a in labels
         ]
@@ -180,7 +275,29 @@ def render_plots(plots_dir: Path, out_dir: Path) -> list[Path]:
         )
         written.append(_save(fig, out_dir / "confusion.png"))
         plt.close(fig)
+    for name, (title, x, y) in SCATTERS.items():
+        src = plots_dir / f"{name}.json"
+        if not src.is_file():
+            continue
+        points = json.loads(src.read_text())
+        xs, ys = [p[x] for p in points], [p[y] for p in points]
+        fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+        ax.scatter(xs, ys, s=4, alpha=0.3, linewidths=0)
+        if name == "predicted" and xs:  # a perfect model lies on the diagonal
+            lo, hi = min(min(xs), min(ys)), max(max(xs), max(ys))
+            ax.plot([lo, hi], [lo, hi], linestyle="--", color="grey", linewidth=0.8)
+        else:
+            ax.axhline(0, linestyle="--", color="grey", linewidth=0.8)
+        ax.set(title=title, xlabel=x, ylabel=y)
+        written.append(_save(fig, out_dir / f"{name}.png"))
+        plt.close(fig)
     return written
+
+
+def _classes_of(points: list[dict[str, Any]], key: str, classes: list[str] | tuple[str, ...]) -> list[Any]:
+    """The classes the points name, in model order first."""
+    seen = list(dict.fromkeys(p.get(key) for p in points))
+    return [c for c in classes if c in seen] + [c for c in seen if c not in classes]
 
 
 def _save(fig: Any, target: Path) -> Path:
@@ -190,14 +307,22 @@ def _save(fig: Any, target: Path) -> Path:
 
 
 def model_card(meta: dict[str, Any], train_params: dict[str, Any], card: dict[str, str]) -> list[str]:
-    """A short model card: identity, data and params hashes, training, and intended use and limits from
+    """A short model card: identity and task (binary: the decision threshold; multiclass: the classes;
+    regression: the target), data and params hashes, training, and intended use and limits from
     params.yaml `model_card` (`card`)."""
     arch = meta.get("architecture", {})
     training = meta.get("training", {})
     layers = "→".join(map(str, arch.get("hidden", [])))
+    task = Task.from_metadata(meta)
+    net = f"MLP {arch.get('input_dim')}→{layers}→{task.output_dim} ({arch.get('activation')})"
+    if task.kind == MULTICLASS:
+        what = f"multiclass `{task.column}` ({', '.join(task.classes)}; predicted: the most probable class)"
+    elif task.kind == REGRESSION:
+        what = f"regression of `{task.column}` (predicted in the target's units)"
+    else:
+        what = f"decision threshold {meta.get('decision_threshold')}"
     return [
-        f"- **Model**: `{meta['name']}`, MLP {arch.get('input_dim')}→{layers}→1 "
-        f"({arch.get('activation')}), decision threshold {meta.get('decision_threshold')}",
+        f"- **Model**: `{meta['name']}`, {net}, {what}",
         f"- **Weights sha256**: `{meta['weights']['sha256']}`",
         f"- **Data md5**: `{meta.get('data_md5')}` · **params hash**: `{meta.get('params_hash')}`",
         f"- **Training**: {training.get('train_rows')} rows, {training.get('epochs_run')} epochs "
@@ -312,10 +437,17 @@ def _compose(
     else:
         lines += ["### Reproducibility", "", f"_not checked: no {check_path} (CI's train job writes it)_", ""]
 
+    task = metrics.get("task", BINARY)
+    classes = Task.from_metadata(meta).classes if meta else ()
     lines += [f"### Metrics vs target branch `{target}`", ""]
-    plots = render_plots(plots_dir, out.parent / "plots")  # while the diffs run
+    plots = render_plots(plots_dir, out.parent / "plots", task, classes)  # while the diffs run
     diff, why = collect_dvc_diff("metrics", target, diffs["metrics"])
     lines += diff_table(diff, "metric") if diff is not None else [f"_not available: {why}_"]
+    if task != BINARY:
+        test = metrics.get("test", {})
+        lines += ["", f"### Test metrics ({task})", ""] + metrics_table(test, task)
+        if task == MULTICLASS:
+            lines += ["", "### Per class (test)", ""] + per_class_table(test.get("per_class", {}), classes)
 
     lines += ["", "### Champion comparison (production, at review time)", ""]
     lines += compare_lib.markdown(champ, champion_record)
@@ -325,7 +457,7 @@ def _compose(
     lines += diff_table(diff, "param") if diff is not None else [f"_not available: {why}_"]
 
     lines += ["", "### Slices", ""]
-    lines += slice_table(metrics.get("slices", {}))
+    lines += slice_table(metrics.get("slices", {}), task, classes)
 
     lines += ["", "### Plots", "", "PNG files attached to the CI job as artifacts:", ""]
     lines += [f"- [{p.stem}](plots/{p.name})" for p in plots] or ["_no plot data_"]

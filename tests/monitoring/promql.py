@@ -137,12 +137,14 @@ def amtool(*args: str) -> subprocess.CompletedProcess:
 
 
 def server_metric_names() -> set[str]:
-    """Series names the model server exposes (its Metrics registry, counters with _total, histograms with
-    _bucket/_sum/_count)."""
+    """Series names the model server exposes for any task (its Metrics registry, counters with _total,
+    histograms with _bucket/_sum/_count)."""
     from mlops.serve.prometheus import Metrics
 
     names = set()
-    for family in Metrics()._own.collect():
+    metrics = Metrics()
+    metrics.track_values((0.0,))  # the regression model's histogram exists once such a model is loaded
+    for family in metrics._own.collect():
         if family.type == "counter":
             names.add(family.name + "_total")
         elif family.type == "histogram":

@@ -2,13 +2,17 @@
 unknown-category rates.
 
 `compare()` runs one Evidently `ValueDrift` per column with the params.yaml `drift` test for its dtype
-(numeric / categorical; the logged `probability` with `drift.prediction`) and reads each column's verdict
-from the test Evidently attaches to it, so the threshold's direction (a p-value below it, a distance at
-or above it) is Evidently's. `check_methods()` refuses an unknown stattest name before any work.
+(numeric / categorical), each of the task's prediction columns (`Task.prediction_columns`: binary
+`probability`, multiclass `probability[<class>]`, regression `prediction`) with `drift.prediction`, and
+the target (when labelled rows are given) with the test of its dtype (class names: categorical, a
+regression target: numeric). It reads each column's verdict from the test Evidently attaches to it, so
+the threshold's direction (a p-value below it, a distance at or above it) is Evidently's.
+`check_methods()` refuses an unknown stattest name before any work.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
@@ -18,18 +22,39 @@ from mlops.params.drift import DriftParams, StatTest
 from mlops.params.schema import SchemaParams
 
 PREDICTION = "probability"
+"""The binary task's prediction column (mlops.task: `Task.prediction_column_names()` in general)."""
+NUMERIC, CATEGORICAL = "numeric", "categorical"
 
 
-def prepare(frame: pd.DataFrame, schema: SchemaParams) -> pd.DataFrame:
-    """Feature columns typed by the schema: numeric as float (unparsable -> null), categorical as str."""
+def _as_text(column: pd.Series) -> pd.Series:
+    return column.map(lambda v: None if v is None or v != v else str(v)).astype(object)
+
+
+def _as_float(column: pd.Series) -> pd.Series:
+    return pd.to_numeric(column, errors="coerce").astype("float64")
+
+
+def prepare(
+    frame: pd.DataFrame,
+    schema: SchemaParams,
+    predictions: Sequence[str] = (PREDICTION,),
+    target: tuple[str, str] | None = None,
+) -> pd.DataFrame:
+    """Feature columns typed by the schema: numeric as float (unparsable -> null), categorical as str;
+    the prediction columns the frame has (float), and the target column when given (`(name, kind)`,
+    kind `numeric` or `categorical`) and present."""
     out = {}
     for name in schema.numeric:
-        out[name] = pd.to_numeric(frame[name], errors="coerce").astype("float64")
+        out[name] = _as_float(frame[name])
     for name in schema.categorical:
-        out[name] = frame[name].map(lambda v: None if v is None or v != v else str(v)).astype(object)
-    if PREDICTION in frame.columns:
-        out[PREDICTION] = pd.to_numeric(frame[PREDICTION], errors="coerce").astype("float64")
-    return pd.DataFrame(out)
+        out[name] = _as_text(frame[name])
+    for name in predictions:
+        if name in frame.columns:
+            out[name] = _as_float(frame[name])
+    if target is not None and target[0] in frame.columns:
+        name, kind = target
+        out[name] = _as_float(frame[name]) if kind == NUMERIC else _as_text(frame[name])
+    return pd.DataFrame(out, index=frame.index)
 
 
 def rates(frame: pd.DataFrame, schema: SchemaParams) -> dict[str, dict[str, float | None]]:
@@ -75,19 +100,38 @@ def _metric(column: str, test: StatTest) -> Any:
 
 
 def compare(
-    current: pd.DataFrame, reference: pd.DataFrame, schema: SchemaParams, params: DriftParams
+    current: pd.DataFrame,
+    reference: pd.DataFrame,
+    schema: SchemaParams,
+    params: DriftParams,
+    predictions: Sequence[str] = (PREDICTION,),
+    target: tuple[str, str] | None = None,
 ) -> tuple[dict[str, Any], Any]:
     """Run Evidently on prepared frames; returns (per-column results, the Evidently snapshot).
 
-    Each result: {kind, method, score, threshold, drifted}; a column with no values on either side is
-    not tested (method None, drifted False, note).
+    Args:
+        current, reference: frames of `prepare`.
+        schema: the features to test.
+        params: the tests (`drift.numeric`, `drift.categorical`, `drift.prediction`).
+        predictions: the prediction columns, tested with `drift.prediction` where both frames have them.
+        target: `(column, kind)` of the label, tested with the test of its kind where both frames have
+            it (null values, e.g. rows without a known label, are left out by Evidently).
+
+    Returns:
+        Per column: {kind, method, score, threshold, drifted}; a column with no values on either side is
+        not tested (method None, drifted False, note). And the Evidently snapshot.
     """
     from evidently import DataDefinition, Dataset, Report
 
-    tests: dict[str, tuple[str, StatTest]] = {n: ("numeric", params.numeric) for n in schema.numeric}
-    tests |= {n: ("categorical", params.categorical) for n in schema.categorical}
-    if params.prediction is not None and PREDICTION in current and PREDICTION in reference:
-        tests[PREDICTION] = ("numeric", params.prediction)
+    tests: dict[str, tuple[str, StatTest]] = {n: (NUMERIC, params.numeric) for n in schema.numeric}
+    tests |= {n: (CATEGORICAL, params.categorical) for n in schema.categorical}
+    if params.prediction is not None:
+        for name in predictions:
+            if name in current and name in reference:
+                tests[name] = (NUMERIC, params.prediction)
+    if target is not None and target[0] in current and target[0] in reference:
+        name, kind = target
+        tests[name] = (kind, params.numeric if kind == NUMERIC else params.categorical)
     results: dict[str, Any] = {}
     runnable = []
     for name, (kind, test) in tests.items():
@@ -96,7 +140,7 @@ def compare(
         else:
             results[name] = {"kind": kind, "method": None, "score": None, "threshold": test.threshold}
             results[name] |= {"drifted": False, "note": "no values in the window or the reference"}
-    numeric = [n for n in runnable if tests[n][0] == "numeric"]
+    numeric = [n for n in runnable if tests[n][0] == NUMERIC]
     definition = DataDefinition(
         numerical_columns=numeric, categorical_columns=[n for n in runnable if n not in numeric]
     )

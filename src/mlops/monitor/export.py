@@ -1,5 +1,12 @@
 """export: a drift summary as Prometheus gauges, pushed to a Pushgateway or written in text format.
 
+Prediction drift per task (mlops.task): `mlops_drift_prediction_output_*` has one series per prediction
+column (`output`: binary `probability`, multiclass `probability[<class>]` per class, regression
+`prediction`); `mlops_drift_prediction_drifted` is 1 when any output drifted, and
+`mlops_drift_prediction_score` is the score of a task with one output (binary, regression: the same
+value as its output series; multiclass sets none). Target drift (`mlops_drift_target_*`) is set only
+when the window had enough labelled rows to test it; `mlops_drift_labelled_rows` always.
+
 Every gauge carries the label `model`; a push uses job `mlops_drift` and the grouping key
 model=<name>, so each model's last run replaces its previous one on the Pushgateway. The names
 (monitoring/ rules and the dashboard use them):
@@ -9,6 +16,8 @@ model=<name>, so each model's last run replaces its previous one on the Pushgate
     mlops_drift_share_drifted_features{model}, mlops_drift_threshold_share{model}
     mlops_drift_feature_score{model,feature,method}, mlops_drift_feature_drifted{model,feature}
     mlops_drift_prediction_score{model,method}, mlops_drift_prediction_drifted{model}
+    mlops_drift_prediction_output_score{model,output,method}, mlops_drift_prediction_output_drifted{model,output}
+    mlops_drift_target_score{model,method}, mlops_drift_target_drifted{model}, mlops_drift_labelled_rows{model}
     mlops_drift_missing_rate{model,feature}, mlops_drift_unknown_category_rate{model,feature}
     mlops_drift_rows{model,dataset}  (dataset = current | reference)
     mlops_drift_skipped_files{model}
@@ -77,12 +86,35 @@ def build_registry(summary: dict[str, Any]) -> Any:
         drifted.labels(model, name).set(int(result["drifted"]))
     prediction = summary.get("prediction")
     pred_score = gauge(
-        "mlops_drift_prediction_score", "Drift statistic of the logged probability", ("method",)
+        "mlops_drift_prediction_score",
+        "Drift statistic of the model's one output (not multiclass)",
+        ("method",),
     )
-    pred_drifted = gauge("mlops_drift_prediction_drifted", "1 if the probability's drift test fired")
-    if prediction and prediction["method"] is not None:
+    pred_drifted = gauge("mlops_drift_prediction_drifted", "1 if the drift test of any model output fired")
+    if prediction and prediction["method"] is not None and prediction["score"] is not None:
         pred_score.labels(model, prediction["method"]).set(_num(prediction["score"]))
-        pred_drifted.labels(model).set(int(prediction["drifted"]))
+    tested = [r for r in summary.get("predictions", {}).values() if r["method"] is not None]
+    if tested:
+        pred_drifted.labels(model).set(int(any(r["drifted"] for r in tested)))
+    out_score = gauge(
+        "mlops_drift_prediction_output_score", "Drift statistic per model output", ("output", "method")
+    )
+    out_drifted = gauge(
+        "mlops_drift_prediction_output_drifted", "1 if the output's drift test fired", ("output",)
+    )
+    for name, result in summary.get("predictions", {}).items():
+        if result["method"] is not None:
+            out_score.labels(model, name, result["method"]).set(_num(result["score"]))
+            out_drifted.labels(model, name).set(int(result["drifted"]))
+    target = summary.get("target") or {}
+    target_score = gauge("mlops_drift_target_score", "Drift statistic of the true labels", ("method",))
+    target_drifted = gauge("mlops_drift_target_drifted", "1 if the true labels' drift test fired")
+    if target.get("method") is not None:
+        target_score.labels(model, target["method"]).set(_num(target["score"]))
+        target_drifted.labels(model).set(int(target["drifted"]))
+    gauge("mlops_drift_labelled_rows", "Window rows that carry their true label").labels(model).set(
+        target.get("labelled_rows", 0)
+    )
     missing = gauge("mlops_drift_missing_rate", "Share of null values in the window", ("feature",))
     unknown = gauge(
         "mlops_drift_unknown_category_rate", "Share of values outside the schema's categories", ("feature",)

@@ -24,9 +24,11 @@ class DriftParams(Section):
     min_rows: PositiveInt  # fewer rows in the window: "insufficient data" (exit 0, no verdict)
     reference_rows: PositiveInt  # `mlops register` samples at most this many training rows
     seed: int  # that sample's seed
-    numeric: StatTest  # the test for numeric schema columns
-    categorical: StatTest  # the test for categorical schema columns
-    prediction: StatTest | None  # the test for the logged `probability`; None = not tested
+    numeric: StatTest  # the test for numeric schema columns (and a regression target's labelled rows)
+    categorical: StatTest  # the test for categorical schema columns (and the class of labelled rows)
+    # the test for each logged model output (mlops.task: binary `probability`, multiclass
+    # `probability[<class>]` per class, regression `prediction`); None = not tested
+    prediction: StatTest | None
     share_threshold: Annotated[float, Field(gt=0.0, le=1.0)]  # drift (exit 7) when this share drifts
     push_url: str | None  # Pushgateway URL (e.g. http://pushgateway:9091); None = no push
     trigger_retrain: bool  # call the retrain trigger (`retrain`) when drift is detected
