@@ -10,6 +10,7 @@ import subprocess
 import threading
 from pathlib import Path
 
+import msgspec
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -271,8 +272,8 @@ def test_fingerprint_of_a_sql_source_counts_rows(tmp_path, monkeypatch):
     assert first["rows"] == 3 and first["fingerprint_query"] is None
     TABLE.head(1).to_sql("churn", engine, index=False, if_exists="append")
     assert sources.fingerprint(params)["rows"] == 4
-    custom = params.model_copy(
-        update={"sql": params.sql.model_copy(update={"fingerprint_query": "SELECT MAX(tenure) FROM churn"})}
+    custom = msgspec.structs.replace(
+        params, sql=msgspec.structs.replace(params.sql, fingerprint_query="SELECT MAX(tenure) FROM churn")
     )
     assert sources.fingerprint(custom)["fingerprint_query"] == [["40"]]
     engine.dispose()

@@ -152,7 +152,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def _stage_params(args: argparse.Namespace) -> Any:
     """A stage's own params sections, validated alone."""
-    from mlops.params.base import load_sections
+    from mlops.params.sections import load_sections
 
     return load_sections(args.params, args.stage_module.SECTIONS)
 

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 from pydantic import ConfigDict, Field, PlainSerializer, PlainValidator, ValidationError, model_validator
 
 from mlops.errors import ConfigError
+from mlops.params import ingest as ingest_params
 from mlops.params import serve as serve_params
 from mlops.params.base import Section, describe
 from mlops.params.champion import ChampionParams
@@ -30,6 +31,7 @@ from mlops.params.reproducibility import ReproducibilityParams
 from mlops.params.retrain import RetrainParams
 from mlops.params.schema import SchemaParams
 from mlops.params.serve import ServeParams
+from mlops.params.structs import to_builtins
 from mlops.params.train import TrainParams
 from mlops.params.validate import ValidateParams
 from mlops.params_io import read_yaml, sections
@@ -38,7 +40,9 @@ from mlops.params_io import read_yaml, sections
 class Params(Section):
     """The whole params.yaml."""
 
-    ingest: IngestParams
+    # msgspec classes (mlops.params.ingest, .serve), so that `mlops fingerprint` and `mlops serve` validate
+    # their section without pydantic
+    ingest: Annotated[IngestParams, PlainValidator(ingest_params.convert), PlainSerializer(to_builtins)]
     schema_: SchemaParams = Field(alias="schema")
     validate_: ValidateParams = Field(alias="validate")
     featurize: FeaturizeParams
@@ -46,7 +50,6 @@ class Params(Section):
     evaluate: EvaluateParams
     gate: GateParams
     champion: ChampionParams
-    # msgspec classes (mlops.params.serve), so that `mlops serve` validates its section without pydantic
     serve: Annotated[
         ServeParams, PlainValidator(serve_params.convert), PlainSerializer(serve_params.to_builtins)
     ]

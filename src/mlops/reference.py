@@ -121,12 +121,27 @@ def _doc(prop: dict[str, Any]) -> str:
     return " ".join(str(prop.get("description", "")).split()).replace("|", "\\|")
 
 
+def _serve_struct() -> type:
+    from mlops.params.serve import ServeParams
+
+    return ServeParams
+
+
+def _ingest_struct() -> type:
+    from mlops.params.ingest import IngestParams
+
+    return IngestParams
+
+
+STRUCT_SECTIONS = {"serve": _serve_struct, "ingest": _ingest_struct}
+"""The params sections that are msgspec Structs (mlops.params.structs), by name."""
+
+
 def params_markdown(params_file: Path = Path("params.yaml")) -> str:
     """The params reference: one table per section (key, type and bounds, required, shipped value, doc)."""
     import msgspec
 
     from mlops.config import Params
-    from mlops.params.serve import ServeParams
     from mlops.params_io import read_yaml
 
     shipped = read_yaml(params_file) if params_file.is_file() else {}
@@ -140,9 +155,10 @@ def params_markdown(params_file: Path = Path("params.yaml")) -> str:
         "",
     ]
     for section, prop in schema["properties"].items():
-        if section == "serve":
-            _, serve_defs = msgspec.json.schema_components([ServeParams])
-            target, sub_defs = serve_defs["ServeParams"], serve_defs
+        if section in STRUCT_SECTIONS:  # msgspec sections: their own schema
+            cls = STRUCT_SECTIONS[section]()
+            _, struct_defs = msgspec.json.schema_components([cls])
+            target, sub_defs = struct_defs[cls.__name__], struct_defs
         else:
             ref = prop["$ref"].split("/")[-1]
             target, sub_defs = defs[ref], defs

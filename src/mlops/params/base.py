@@ -8,13 +8,12 @@ a run.
 
 from __future__ import annotations
 
-import os
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from mlops.errors import ConfigError
-from mlops.params_io import read_yaml, sections
+from mlops.params.sections import Sections as Sections  # re-exported: the stages import it from here
+from mlops.params.sections import load_sections as load_sections
 
 
 class Section(BaseModel):
@@ -41,44 +40,3 @@ def describe(error: dict[str, Any], prefix: str = "") -> str:
         return str(error["ctx"]["error"]) if "ctx" in error else error["msg"]
     got = error.get("input")
     return f"{loc}: {error['msg'].replace('Input should', 'expected to')} (got {type(got).__name__} {got!r})"
-
-
-class Sections:
-    """The validated sections one command reads: `params.train`, `params.schema`, ..."""
-
-    def __init__(self, values: dict[str, Section]):
-        self._values = values
-        for name, value in values.items():
-            setattr(self, name, value)
-
-    def section(self, name: str) -> dict[str, Any]:
-        """One section as plain data (MLflow params, params hashes)."""
-        return self._values[name].model_dump(mode="json")
-
-
-def load_sections(path: str | os.PathLike[str], classes: dict[str, type[Section]]) -> Sections:
-    """Read params.yaml (YAML 1.2, as DVC reads it) and validate only the named sections.
-
-    Args:
-        path: the params file.
-        classes: section name -> its class (a stage's `SECTIONS`).
-
-    Raises:
-        ConfigError: the file is unreadable, or a section is missing or has an unknown, missing or
-            mistyped key (every problem named, with the file).
-    """
-    source = str(path)
-    data = sections(read_yaml(path), source)
-    values: dict[str, Section] = {}
-    problems: list[str] = []
-    for name, cls in classes.items():
-        if name not in data:
-            problems.append(f"{name}: missing required section")
-            continue
-        try:
-            values[name] = cls.model_validate(data[name])
-        except ValidationError as e:
-            problems += [describe(err, name) for err in e.errors()]
-    if problems:
-        raise ConfigError(f"{source}: {'; '.join(problems)}")
-    return Sections(values)

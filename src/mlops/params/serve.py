@@ -10,13 +10,12 @@ messages: unknown, missing or mistyped keys are errors that name `serve.<key pat
 from __future__ import annotations
 
 import os
-import re
-import typing
 from typing import Annotated, Any
 
 import msgspec
 
 from mlops.errors import ConfigError
+from mlops.params import structs
 from mlops.params.backend import Backend
 
 PositiveInt = Annotated[int, msgspec.Meta(gt=0)]
@@ -47,42 +46,9 @@ class ServeParams(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     prediction_log: PredictionLogParams
 
 
-_AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
-_FIELD = re.compile(r"^Object (?P<what>missing required|contains unknown) field `(?P<field>[^`]+)`$")
-
-
-def _lookup(data: Any, path: list[str]) -> Any:
-    for part in path:
-        data = data[int(part)] if isinstance(data, list) else data[part]
-    return data
-
-
-def _choices(path: list[str]) -> tuple[Any, ...]:
-    """The values a Literal field at `path` allows."""
-    hint: Any = ServeParams
-    for part in path:
-        hint = typing.get_type_hints(hint)[part]
-    return typing.get_args(hint)
-
-
 def describe(error: msgspec.ValidationError, data: Any, where: str) -> str:
     """msgspec's message in the form `mlops.config` gives every key: `serve.workers: expected ...`."""
-    m = _AT.match(str(error))
-    assert m is not None  # the pattern matches any text
-    path = [p for p in re.split(r"[.\[\]]+", m["path"] or "") if p]
-    field = _FIELD.match(m["msg"])
-    if field:
-        loc = ".".join([where, *path, field["field"]])
-        return f"{loc}: {'missing required key' if field['what'] == 'missing required' else 'unknown key'}"
-    loc = ".".join([where, *path])
-    msg = m["msg"].replace("Expected", "expected", 1).replace("`", "")
-    if msg.startswith("Invalid enum value"):
-        msg = f"expected one of {', '.join(map(repr, _choices(path)))}"
-    try:
-        got = _lookup(data, path)
-    except (KeyError, IndexError, TypeError, ValueError):
-        return f"{loc}: {msg}"
-    return f"{loc}: {msg} (got {type(got).__name__} {got!r})"
+    return structs.describe(error, data, where, ServeParams)
 
 
 def convert(data: Any, where: str = "serve") -> ServeParams:
@@ -91,10 +57,7 @@ def convert(data: Any, where: str = "serve") -> ServeParams:
     Raises:
         ValueError: the first offending key, named `where.<key path>`.
     """
-    try:
-        return msgspec.convert(data, ServeParams)
-    except msgspec.ValidationError as e:
-        raise ValueError(describe(e, data, where)) from None
+    return structs.convert(data, ServeParams, where)
 
 
 def to_builtins(params: ServeParams | PredictionLogParams) -> dict[str, Any]:

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from mlops import files
-from mlops.params.base import Section, Sections
 from mlops.params.ingest import IngestParams
+from mlops.params.sections import Sections
 from mlops.sources import fingerprint
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ def run(params: IngestParams, out: Path) -> dict[str, Any]:
 HELP = "record a cheap fingerprint of the configured source (the file `ingest` depends on)"
 """One line for `mlops --help` (read without importing this module)."""
 
-SECTIONS: dict[str, type[Section]] = {
+SECTIONS: dict[str, type] = {
     "ingest": IngestParams,
 }
 """The params.yaml sections this stage reads (dvc.yaml declares the same), validated alone."""

@@ -23,8 +23,8 @@ import pandas as pd
 
 from mlops import files
 from mlops.errors import DataError
-from mlops.params.base import Section, Sections
 from mlops.params.ingest import IngestParams
+from mlops.params.sections import Sections
 from mlops.sources import file_format, local_path, read_demo, read_file, read_sql
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,7 @@ def run(params: IngestParams, out: Path) -> int:
 HELP = "collect the raw table from the configured source"
 """One line for `mlops --help` (read without importing this module)."""
 
-SECTIONS: dict[str, type[Section]] = {
+SECTIONS: dict[str, type] = {
     "ingest": IngestParams,
 }
 """The params.yaml sections this stage reads (dvc.yaml declares the same), validated alone."""
