@@ -237,6 +237,19 @@ def workspace(tmp_path: Path) -> Workspace:
     return new_workspace(tmp_path / "ws")
 
 
+CALLER_ONLY = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "PYTEST_ARGS", "PYTEST_ADDOPTS")
+"""What a caller's make and pytest put in the environment for themselves: `make test PYTEST_ARGS=...`
+travels to every nested make through MAKEFLAGS, so a CI job run inside a test (`make ci-verify` under
+gitlab-ci-local) would take the caller's test selection instead of its own and run this test again."""
+
+
+def nested_ci_env(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a CI run started by a test: the caller's make/pytest selection
+    (CALLER_ONLY) and an outer gitlab-ci-local's options (GCL_*) removed."""
+    source = dict(os.environ if environ is None else environ)
+    return {k: v for k, v in source.items() if not k.startswith("GCL_") and k not in CALLER_ONLY}
+
+
 def free_port() -> int:
     """A free TCP port on 127.0.0.1."""
     with socket.socket() as s:

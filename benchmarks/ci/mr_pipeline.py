@@ -145,7 +145,10 @@ def pipeline(repo: Path, code: Path, state: Path, venv: Path, extra: dict[str, s
     }
     for key, value in variables.items():
         args += ["--variable", f"{key}={value}"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GCL_")}
+    # an outer gitlab-ci-local's options and a caller's make/pytest selection (MAKEFLAGS carries
+    # `make ... PYTEST_ARGS=...` into every nested make) stay outside the measured pipeline
+    caller = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES", "PYTEST_ARGS", "PYTEST_ADDOPTS")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GCL_") and k not in caller}
     env["GCL_IGNORE_PREDEFINED_VARS"] = "CI_PIPELINE_SOURCE,CI_COMMIT_BRANCH"
     env.pop("MLFLOW_TRACKING_URI", None)
     env.pop("PYTHONPATH", None)

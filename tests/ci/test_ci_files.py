@@ -681,3 +681,22 @@ def test_the_retrain_trigger_and_the_ci_files_agree():
     assert f"params.{trigger.JENKINS_PARAMETER}" in when
     assert re.search(r"MLOPS_RETRAIN_REASON = .*params\.RETRAIN_REASON", jenkins)
     assert 'mlops retrain-mr --reason "$${MLOPS_RETRAIN_REASON' in (REPO / "Makefile").read_text()
+
+
+def test_a_ci_job_started_by_a_test_ignores_the_callers_test_selection():
+    """`make test PYTEST_ARGS='-m "not docker"'` puts PYTEST_ARGS in MAKEFLAGS, which every nested make
+    reads: a `make ci-verify` run by a test (gitlab-ci-local's job) then appended the caller's `-m`, which
+    replaced its own fast-suite selection and ran the pipeline tests again, without end. The tests start
+    nested CI runs with `nested_ci_env`, which leaves the caller's make and pytest settings out."""
+    from conftest import nested_ci_env
+
+    caller = dict(os.environ, MAKEFLAGS=" -- PYTEST_ARGS=-m\\ docker", PYTEST_ADDOPTS="-k pipeline")
+
+    def verify_command(env: dict[str, str]) -> str:
+        out = subprocess.run(["make", "-n", "ci-verify"], cwd=REPO, env=env, capture_output=True, text=True)
+        return next(line.rstrip() for line in out.stdout.splitlines() if "pytest -m" in line)
+
+    assert verify_command(caller).endswith("-m docker")  # the recursion's cause, still make's behaviour
+    clean = nested_ci_env(caller)
+    assert "PYTEST_ADDOPTS" not in clean and "MAKEFLAGS" not in clean
+    assert verify_command(clean).endswith('-m "not e2e and not slow and not docker" -n auto')

@@ -34,7 +34,7 @@ import yaml
 from serve.test_docker import CACHE, _base_tarball, _sh, docker  # noqa: F401 - docker is a fixture
 from test_gitlab_pipeline import SHAPES, new_repo, unreachable  # the shell-executor test's shape, copy, bound
 
-from conftest import REPO, tool
+from conftest import REPO, nested_ci_env, tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 REGISTRY = "registry.invalid/mlops"  # CI_REGISTRY_IMAGE for the run: the tag exists only locally
@@ -176,7 +176,7 @@ def gitlab_in_image(
         *_mounts(),
         *jobs,
     ]
-    run_env = {k: v for k, v in env.items() if not k.startswith("GCL_")}  # an outer run's options
+    run_env = nested_ci_env(env)  # an outer run's options and the caller's make/pytest selection
     run_env["GCL_IGNORE_PREDEFINED_VARS"] = "CI_PIPELINE_SOURCE,CI_COMMIT_BRANCH,CI_REGISTRY_IMAGE"
     for var in ("MLFLOW_TRACKING_URI", "VENV", "VIRTUAL_ENV"):
         run_env.pop(var, None)

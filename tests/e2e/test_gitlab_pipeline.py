@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import subprocess
 import sys
@@ -21,7 +20,7 @@ import yaml
 
 from mlops.params_io import read_yaml
 
-from conftest import REPO, copy_repository, tool
+from conftest import REPO, copy_repository, nested_ci_env, tool
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 VENV = Path(sys.executable).parent.parent
@@ -58,8 +57,8 @@ def gitlab(
     args = [tool("gitlab-ci-local"), "--force-shell-executor", "--shell-isolation", *SHAPES[shape]]
     for key, value in {"VENV": str(VENV), **variables}.items():
         args += ["--variable", f"{key}={value}"]
-    # GCL_* variables are gitlab-ci-local options: drop an outer run's (this test inside a local pipeline job)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GCL_")}
+    # an outer gitlab-ci-local's options (GCL_*) and the caller's make/pytest selection stay outside
+    env = nested_ci_env()
     env["GCL_IGNORE_PREDEFINED_VARS"] = "CI_PIPELINE_SOURCE,CI_COMMIT_BRANCH"
     env.pop("MLFLOW_TRACKING_URI", None)  # jobs get theirs from the CI variables only
     proc = subprocess.run([*args, *jobs], cwd=repo, env=env, capture_output=True, text=True, timeout=1500)
