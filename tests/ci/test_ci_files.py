@@ -459,12 +459,18 @@ def test_jenkinsfile_declarative_shape():
     start = re.search(r"^pipeline\s*\{", text, re.M)
     assert start, "Jenkinsfile: no declarative pipeline block"
     body = block(text, start.start())
-    for section in ("agent", "options", "triggers", "environment", "stages", "post"):
+    for section in ("options", "triggers", "environment", "stages"):
         assert re.search(rf"^\s{{4}}{section}\b", body, re.M), f"Jenkinsfile: no top-level {section}"
+    # no pipeline-wide agent: it would pull the CI image before ci-image publishes it
+    assert re.search(r"^\s{4}agent none\s*$", body, re.M), "Jenkinsfile: top-level agent must be none"
     options = block(body, body.index("options"))
     assert "timeout(" in options and "disableConcurrentBuilds" in options
     assert "cron(" in block(body, body.index("triggers"))
-    assert "always" in block(body, re.search(r"^\s{4}post", body, re.M).start())
+    # the stages that run the pipeline keep its reports and model metadata, whatever the outcome
+    for stage in ("pipeline", "retrain"):
+        inner = block(body, body.index(f"stage('{stage}')") + len(f"stage('{stage}') "))
+        post = block(inner, re.search(r"^\s*post\s*\{", inner, re.M).end() - 1)
+        assert "always" in post and "archiveArtifacts artifacts: 'reports/**" in post, stage
     stages = jenkins_stages()
     assert list(stages) == [
         "ci-image",
@@ -477,15 +483,15 @@ def test_jenkinsfile_declarative_shape():
         "release",
         "promote",
     ]
-    # the tests and the pipeline are parallel branches; the tests' branch has an executor and workspace
-    # of its own (train's outputs are never written next to running tests), train's branch keeps the
-    # pipeline's workspace, where post { archiveArtifacts } collects reports/ and models/
+    # the tests and the pipeline are parallel branches, each with an executor and workspace of its own
+    # (train's outputs are never written next to running tests); the pipeline branch's post
+    # { archiveArtifacts } collects reports/ and models/
     (checks,) = [s for s in jenkins_tree() if s["parallel"]]
     branches = {b["name"]: b for b in checks["children"]}
     tests, pipeline = (
         next(b for b in branches.values() if name in str(b["children"])) for name in ("verify", "train")
     )
-    assert tests is not pipeline and tests["agent"] and not pipeline["agent"]
+    assert tests is not pipeline and tests["agent"] and pipeline["agent"]
     assert all("make ci-" in steps for _, steps in stages.values())
     assert "withOptionalCredentials" in stages["train"][1] and "lock(" in stages["release"][1]
     # a failed gate fails the build but the report stage still runs; release only on a green build
@@ -557,9 +563,9 @@ def test_every_job_runs_in_the_pinned_ci_image():
                 assert not any("setup-python" in step.get("uses", "") for step in job["steps"]), name
     jenkins = (REPO / "Jenkinsfile").read_text()
     assert set(re.findall(r"mlops-ci:[0-9a-f]{12}", jenkins)) == {tag}
-    top = block(jenkins, re.search(r"^\s{4}agent\s*\{", jenkins, re.M).start())
+    assert re.search(r"^\s{4}agent none\s*$", jenkins, re.M)  # each stage names its own agent
     for name, stage in jenkins_leaves().items():
-        agent = stage["agent"] or top
+        agent = stage["agent"]
         if name == "ci-image":
             assert agent.strip() == "label 'docker'", agent
         else:
