@@ -37,6 +37,8 @@ def edited(ws, kind: str, change=None):
 
 
 # ---------------------------------------------------------------- the stages per task
+# slow: the task_pipeline fixture trains on hpc_data and diamonds (~20 s for both)
+@pytest.mark.slow
 def test_multiclass_pipeline_reports_per_class_metrics_and_passes_its_gate(task_pipeline, tmp_path):
     ws = task_pipeline("multiclass")
     meta = json.loads((ws.models / "model.json").read_text())
@@ -73,6 +75,8 @@ def test_multiclass_pipeline_reports_per_class_metrics_and_passes_its_gate(task_
     assert "classes.min.recall[L]" in ids and "metrics.min.macro_f1" in ids
 
 
+# slow: the task_pipeline fixture trains on hpc_data and diamonds (~20 s for both)
+@pytest.mark.slow
 def test_regression_pipeline_predicts_in_the_targets_units(task_pipeline, tmp_path):
     ws = task_pipeline("regression")
     meta = json.loads((ws.models / "model.json").read_text())
@@ -242,6 +246,8 @@ def test_a_params_combination_that_does_not_fit_the_task_exits_2_naming_the_key(
     assert key in capsys.readouterr().err
 
 
+# slow: the task_pipeline fixture trains on hpc_data and diamonds (~20 s for both)
+@pytest.mark.slow
 def test_the_gate_refuses_another_tasks_metric_with_exit_2(task_pipeline, tmp_path, capsys):
     """The gate reads only its section, so it checks the bounds against the candidate's task itself."""
     src = task_pipeline("regression")
