@@ -1,10 +1,10 @@
 """errors: one hierarchy; each class carries its CLI exit code and its HTTP status.
 
 Exit codes (the CLI contract, documented in the README):
-    0 ok, 1 unexpected, 2 usage or config error, 3 data error (source unreadable or validation failed),
-    4 gate failed, 5 model missing or not ready, 6 promotion refused / checksum mismatch,
-    7 drift over the `drift` thresholds, 8 outputs did not reproduce the committed dvc.lock,
-    130 interrupted (Ctrl-C).
+    0 ok, 1 unexpected (or an output that could not be written), 2 usage or config error,
+    3 data error (source unreadable or validation failed), 4 gate failed, 5 model missing or not ready,
+    6 promotion refused / checksum mismatch, 7 drift over the `drift` thresholds, 8 outputs did not
+    reproduce the committed dvc.lock, 130 interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
@@ -12,6 +12,14 @@ from __future__ import annotations
 
 class MlopsError(Exception):
     """Base class: an expected failure with a one-line message naming the file, key or column at fault."""
+
+    exit_code = 1
+    http_status = 500
+
+
+class OutputNotWritten(MlopsError):
+    """An output could not be written (disk full, file-size limit, read-only or not permitted); nothing
+    was written under its name."""
 
     exit_code = 1
     http_status = 500

@@ -2,6 +2,8 @@
 
 Every stage writes through these helpers so an interrupted or failed stage never leaves a half-written
 output behind: data goes to a temporary file in the target directory, then is renamed over the target.
+A write the disk refuses (full, over a file-size limit, read-only) is one error naming the target
+(`OutputNotWritten`, exit 1), and its temporary file is removed.
 The file then has the mode any plainly created file would have (0666 less the umask: 0644 under the usual
 umask 022), not the 0600 of the private temp file, so other users (a container running as uid 10001, a
 CI job's artifact upload) can read what a stage or CLI command wrote.
@@ -10,6 +12,7 @@ CI job's artifact upload) can read what a stage or CLI command wrote.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import math
@@ -18,6 +21,16 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from mlops.errors import OutputNotWritten
+
+# what a full disk, a file-size limit (RLIMIT_FSIZE), a quota or a read-only mount raise while writing
+STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def _not_written(target: Path, error: OSError) -> OutputNotWritten:
+    reason = os.strerror(error.errno) if error.errno else str(error)
+    return OutputNotWritten(f"{target}: cannot write ({reason}); nothing was written under this name")
 
 
 @contextlib.contextmanager
@@ -29,10 +42,17 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
 
     Yields:
         A path in the same directory (same filesystem, so the rename is atomic).
+
+    Raises:
+        OutputNotWritten: the directory or the file cannot be written (disk full, file-size limit,
+            read-only, not permitted), naming `target`; the temporary file is removed.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as e:
+        raise _not_written(target, e) from e
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -40,6 +60,10 @@ def atomic_path(target: str | os.PathLike[str]) -> Iterator[Path]:
         # mkstemp creates 0600; a writer may also have replaced the temp file: set the mode last
         os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, target)
+    except OSError as e:
+        if e.errno not in STORAGE_ERRNOS:
+            raise
+        raise _not_written(target, e) from e
     finally:
         tmp_path.unlink(missing_ok=True)
 

@@ -11,6 +11,7 @@ file's.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import warnings
 from collections.abc import Mapping, Sequence
@@ -21,7 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as save_weights
 from torch import nn
 
 from mlops import files
@@ -217,18 +219,28 @@ def save(
     Returns:
         The metadata written.
     """
-    model_dir.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    with files.atomic_path(model_dir / WEIGHTS) as tmp:
-        save_file(state, str(tmp), metadata={"format": FORMAT})
-        digest = files.file_digest(tmp)
-    onnx = None
-    if exporter != "none":
-        with files.atomic_path(model_dir / ONNX) as tmp:
+    # Each file goes to a temp file beside it first; only when all are written do the renames run, back
+    # to back (the stack exits last-in first-out: weights, ONNX, then model.json), so an interrupted
+    # save (kill -9, full disk) leaves the previous artifact or the new one. Only a kill between those
+    # renames, microseconds apart, would mix them, and every reader checks the sha256s in model.json.
+    with contextlib.ExitStack() as stack:
+        meta_tmp = stack.enter_context(files.atomic_path(model_dir / METADATA))
+        onnx_tmp = stack.enter_context(files.atomic_path(model_dir / ONNX)) if exporter != "none" else None
+        weights_tmp = stack.enter_context(files.atomic_path(model_dir / WEIGHTS))
+        # serialised in memory and written by Python: a full disk is an OSError that names the file
+        weights_tmp.write_bytes(save_weights(state, metadata={"format": FORMAT}))
+        digest = files.file_digest(weights_tmp)
+        onnx = None
+        if onnx_tmp is not None:
             try:
                 module = head(net, metadata)
-                export_onnx(net, int(metadata["architecture"]["input_dim"]), tmp, exporter, opset, module)
+                export_onnx(
+                    net, int(metadata["architecture"]["input_dim"]), onnx_tmp, exporter, opset, module
+                )
             except Exception as e:  # the exporters raise many types; the fix is the same for all
+                if isinstance(e, OSError) and e.errno in files.STORAGE_ERRNOS:
+                    raise  # the disk, not the exporter: atomic_path names the file
                 raise ConfigError(
                     f"train.onnx: the {exporter} exporter cannot export this network at opset {opset} "
                     f"({type(e).__name__}: {str(e)[:200]}); try the other exporter, or set "
@@ -236,16 +248,16 @@ def save(
                 ) from e
             onnx = {
                 "file": ONNX,
-                "sha256": files.file_digest(tmp),
+                "sha256": files.file_digest(onnx_tmp),
                 "opset": opset,
                 "exporter": exporter,
                 "input": INPUT,
                 "output": TASK_OUTPUT[module.kind],
             }
-    else:
+        meta = {**metadata, "format": FORMAT, "weights": {"file": WEIGHTS, "sha256": digest}, "onnx": onnx}
+        meta_tmp.write_bytes(files.dumps_json(meta).encode())
+    if exporter == "none":
         (model_dir / ONNX).unlink(missing_ok=True)  # a stale export must not pass for this model's
-    meta = {**metadata, "format": FORMAT, "weights": {"file": WEIGHTS, "sha256": digest}, "onnx": onnx}
-    files.write_json(model_dir / METADATA, meta)
     return meta
 
 

@@ -350,9 +350,11 @@ def _publish(
 
 # ---------------------------------------------------------------- fetch
 class RegistryUnavailable(MlopsError):
-    """The registry did not answer or refused a request (the message carries no credentials)."""
+    """The registry did not answer or refused a request (the message carries no credentials): exit 5, like
+    every other command that finds the registry down (fetch-model, promote, report)."""
 
-    exit_code = 1
+    exit_code = 5
+    http_status = 503
 
 
 def _short(error: Exception) -> str:

@@ -187,11 +187,17 @@ def address(listen: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver listens with a backlog of 5: a burst of notifications (Alertmanager sending a group's
+    # alerts at once, several replicas of it) had its connections reset
+    request_queue_size = 128
+
+
 def serve(params: RetrainParams, listen: str, env: Mapping[str, str] = os.environ) -> None:
     """Run the receiver until SIGTERM or SIGINT."""
     host, port = address(listen)
     try:
-        server = ThreadingHTTPServer((host, port), _handler(Receiver(params, env)))
+        server = _Server((host, port), _handler(Receiver(params, env)))
     except OSError as e:
         raise ConfigError(f"--listen {listen}: cannot bind ({e})") from e
     stop = threading.Event()

@@ -250,12 +250,13 @@ class App:
         started = time.perf_counter()
         method = scope["method"]
         if method == "POST" and scope["path"] == self.infer_path:  # the common case, routed at once
-            header_length = None
+            header_length, retry = None, None
             try:
                 body, header_length = await self._infer(scope, receive)
                 status, content_type = 200, JSON if header_length is None else OCTETS
             except MlopsError as e:
                 status, body, content_type = e.http_status, protocol.encode({"error": str(e)}), JSON
+                retry = getattr(e, "retry_after_s", None)
             except Exception as e:  # noqa: BLE001 - one bad request must not take the worker down
                 log.exception("%s %s failed", method, scope["path"])
                 status, body = 500, protocol.encode({"error": f"internal error: {type(e).__name__}"})
@@ -266,25 +267,39 @@ class App:
                 await send({"type": "http.response.body", "body": body})
                 self.metrics.observe(INFER_ROUTE, method, 200, time.perf_counter() - started)
                 return
-            await self._respond(send, INFER_ROUTE, method, status, body, content_type, header_length, started)
+            await self._respond(
+                send, INFER_ROUTE, method, status, body, content_type, header_length, started, retry
+            )
             return
         route = ["other"]  # set by the dispatcher as soon as the path matches a route
-        content_type, header_length = JSON, None
+        content_type, header_length, retry = JSON, None, None
         try:
             status, body, content_type, header_length = await self._dispatch(scope, method, receive, route)
         except MlopsError as e:
             status, body = e.http_status, protocol.encode({"error": str(e)})
+            retry = getattr(e, "retry_after_s", None)
         except Exception as e:  # noqa: BLE001 - one bad request must not take the worker down
             log.exception("%s %s failed", method, scope["path"])
             status, body = 500, protocol.encode({"error": f"internal error: {type(e).__name__}"})
-        await self._respond(send, route[0], method, status, body, content_type, header_length, started)
+        await self._respond(send, route[0], method, status, body, content_type, header_length, started, retry)
 
     async def _respond(
-        self, send, route: str, method: str, status: int, body: bytes, ctype: bytes, header_length, started
+        self,
+        send,
+        route: str,
+        method: str,
+        status: int,
+        body: bytes,
+        ctype: bytes,
+        header_length,
+        started,
+        retry_after_s: int | None = None,
     ) -> None:
         headers = [(b"content-type", ctype), (b"content-length", str(len(body)).encode())]
         if header_length is not None:
             headers.append((b"inference-header-content-length", str(header_length).encode()))
+        if retry_after_s is not None:  # a full batch queue (503): when to try again
+            headers.append((b"retry-after", b"%d" % retry_after_s))
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         self.metrics.observe(route, method, status, time.perf_counter() - started)

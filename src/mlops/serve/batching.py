@@ -24,10 +24,11 @@ log = logging.getLogger(__name__)
 
 
 class Overloaded(MlopsError):
-    """The batch queue is full; the client should retry later."""
+    """The batch queue is full; the client should retry later (the answer carries `Retry-After`)."""
 
     exit_code = 1
     http_status = 503
+    retry_after_s = 1  # the queue drains in milliseconds; a second is the smallest Retry-After there is
 
 
 class Batcher:

@@ -10,11 +10,12 @@ A sampled fraction (`serve.prediction_log.rate`) of requests is handed to a boun
 and writes them to files `predictions-<UTC time>-<pid>-<seq>.jsonl` under `serve.prediction_log.dir`
 (a local directory or any fsspec URL, e.g. s3://bucket/predictions). A file is written once its
 records reach `max_file_bytes` or `flush_interval_s` has passed, and at shutdown; a local file appears
-under its final name only when complete. When the queue is full (the sink is slow or down) records
-are dropped and counted (`mlops_serve_prediction_log_records_total{outcome="dropped"}`): the request
-path never waits for, or fails because of, the log. A location that cannot be opened or created (a
-read-only or mis-mounted volume) is logged as an error and never stops the server: each flush retries,
-and what it cannot write is counted as `failed`.
+under its final name only when complete (a write that fails, on a full disk say, removes its temp file).
+When the queue is full (the sink is slow or down) records are dropped and counted
+(`mlops_serve_prediction_log_records_total{outcome="dropped"}`): the request path never waits for, or
+fails because of, the log. A location that cannot be opened or created (a read-only or mis-mounted
+volume) is logged as an error and never stops the server: each flush retries, and what it cannot write
+is counted as `failed`.
 
 The outputs are those of the model's task, under their served names (`mlops.task.Task.outputs` of the
 row, which `Task.logged_outputs` reads back): binary `probability` and `label` (above), multiclass
@@ -24,6 +25,7 @@ row, which `Task.logged_outputs` reads back): binary `probability` and `label` (
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -197,7 +199,13 @@ class PredictionLog:
         tmp = f"{path}.tmp" if local else path
         if local:  # the directory may have failed at start (a volume mounted late): try again
             self._fs.makedirs(self._root, exist_ok=True)
-        with self._fs.open(tmp, "wb") as f:
-            f.write(data)
+        try:
+            with self._fs.open(tmp, "wb") as f:
+                f.write(data)
+        except BaseException:
+            if local:  # a full disk: the partial temp file would hold the space it has for good
+                with contextlib.suppress(OSError):
+                    self._fs.rm(tmp)
+            raise
         if local:
             self._fs.mv(tmp, path)
