@@ -261,3 +261,23 @@ def test_the_gate_refuses_another_tasks_metric_with_exit_2(task_pipeline, tmp_pa
     assert cli.main(["--params", str(ws.params), *args]) == 2
     assert "gate.metrics.min.roc_auc: not a regression metric" in capsys.readouterr().err
     assert not (tmp_path / "g.json").exists()
+
+
+def test_a_label_coded_as_integers_names_its_classes_as_params_lists_them(tmp_path, capsys):
+    """Grades 1-3 stored as integers, `classes: [1, 2, 3]` in params.yaml: validate, featurize and
+    train take them as the classes "1", "2", "3" (the model's labels are those names)."""
+    ws = new_workspace(tmp_path / "ws")
+    table = small_table("multiclass")
+    table["y"] = table["y"].map({"low": 1, "mid": 2, "high": 3})
+    small_params(ws, "multiclass", table, tmp_path, {"column": "y", "classes": [1, 2, 3]})
+    assert run_until(ws, "evaluate") == 0, capsys.readouterr().err[-2000:]
+    meta = json.loads((ws.models / "model.json").read_text())
+    assert meta["label"]["classes"] == ["1", "2", "3"]
+    confusion = json.loads((ws.plots / "confusion.json").read_text())
+    assert {r["actual"] for r in confusion} == {"1", "2", "3"}
+    bad = table.assign(y=table["y"].where(table.index != 5, 7))
+    ws2 = new_workspace(tmp_path / "ws2")
+    (tmp_path / "x").mkdir()
+    small_params(ws2, "multiclass", bad, tmp_path / "x", {"column": "y", "classes": [1, 2, 3]})
+    assert run_until(ws2, "validate") == 3
+    assert re.search(r"column 'y' fails label_values.*7", capsys.readouterr().err)

@@ -44,6 +44,25 @@ LOSSES = {BINARY: ("bce",), MULTICLASS: ("cross_entropy",), REGRESSION: ("mse", 
 """`train.loss` values each task accepts (`auto` picks the first)."""
 
 
+def class_names(values: Any) -> Any:
+    """Raw label values as class names (a pandas Series of str, nulls kept): a label stored as integers
+    (a grade 1-5, a code) names its classes "1".."5", as `schema.label.classes` lists them; an
+    integral float (a column with nulls read as float) counts as that integer."""
+    import pandas as pd
+
+    def name(v: Any) -> Any:
+        if v is None or isinstance(v, str):
+            return v
+        if isinstance(v, float):
+            return None if v != v else (str(int(v)) if v.is_integer() else str(v))
+        return str(v.item() if hasattr(v, "item") else v)
+
+    s = pd.Series(values)
+    if s.dtype == object and all(isinstance(v, str) for v in s.head(1000)):
+        return s
+    return s.astype(object).map(name)
+
+
 @dataclass(frozen=True)
 class Task:
     """The task of one model: its kind, label column, classes and (binary) positive class and threshold."""
@@ -140,7 +159,7 @@ class Task:
                     f"{where}: a regression target must be finite; {int(bad.sum())} rows hold {shown}"
                 )
             return y
-        as_text = s.astype(object)
+        as_text = class_names(s)
         unknown = sorted({str(v) for v in as_text[~as_text.isin(self.classes)]})
         if unknown:
             raise DataError(

@@ -17,6 +17,7 @@ import pytest
 from mlops.config import load_params
 from mlops.labels import LABEL
 from mlops.stages import validate
+from mlops.task import class_names
 
 from .cases import Corruption, corruptions
 from .conftest import PROJECT_PARAMS
@@ -37,7 +38,7 @@ def test_ingested_table_meets_the_data_contract(project, raw, project_params):
         assert pd.api.types.is_numeric_dtype(label) and not pd.api.types.is_bool_dtype(label), label.dtype
         assert np.isfinite(label.to_numpy(dtype=np.float64)).all()
     else:
-        assert set(label.unique()) <= set(schema.label.classes)
+        assert set(class_names(label).unique()) <= set(schema.label.classes)  # integer codes as "1", "2"...
     assert raw[schema.id].is_unique
 
 
@@ -88,6 +89,8 @@ def _encoded_truth(raw: pd.DataFrame, schema) -> pd.Series:
     """The encoded label featurize must write for each raw row (by id), derived here from the schema:
     1 for `positive`, else 0 (binary); the index in `classes` (multiclass); the raw target (regression)."""
     column = raw.set_index(schema.id)[schema.label.column]
+    if schema.task != "regression":
+        column = class_names(column)
     if schema.task == "binary":
         return column.eq(schema.label.positive).astype(np.float64)
     if schema.task == "multiclass":

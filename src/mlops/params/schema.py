@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from mlops.params.base import PositiveInt, Section
 
@@ -33,6 +33,17 @@ class LabelSpec(Section):
     column: str
     classes: Annotated[list[str], Field(min_length=2)] | None = None
     positive: str | None = None
+
+    @field_validator("classes", "positive", mode="before")
+    @classmethod
+    def _integer_classes_are_names(cls, v: object) -> object:
+        """A label coded as integers lists its classes as integers (`classes: [1, 2, 3]`): they are the
+        class names "1", "2", "3" (mlops.task.class_names reads the column the same way)."""
+
+        def name(x: object) -> object:
+            return str(x) if isinstance(x, int) and not isinstance(x, bool) else x
+
+        return [name(x) for x in v] if isinstance(v, list) else name(v)
 
 
 TASKS = ("binary", "multiclass", "regression")

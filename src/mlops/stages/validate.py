@@ -28,6 +28,7 @@ from mlops.params.schema import SchemaParams
 from mlops.params.validate import ValidateParams
 from mlops.paths import add_paths
 from mlops.tables import read_table
+from mlops.task import class_names
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ def rules(
             ("finite", lambda s: np.isfinite(s) if numeric_dtype(s) else pd.Series(False, index=s.index)),
         ]
     else:
-        label_checks = [("label_values", lambda s: s.isin(schema.label.classes))]
+        label_checks = [("label_values", lambda s: class_names(s).isin(schema.label.classes))]
     columns = {
         schema.id: ColumnRules(nullable=False, unique=True),
         schema.label.column: ColumnRules(nullable=False, checks=label_checks),
