@@ -50,6 +50,7 @@ def credit_params(p: dict[str, Any]) -> None:
     p["schema"] = {
         "id": "loan_id",
         "min_rows": 1000,
+        "task": "binary",
         "label": {"column": "status", "classes": ["good", "bad"], "positive": "bad"},
         "numeric": {
             "Seniority": num(0, 60),
@@ -161,6 +162,7 @@ def generated_table(seed: int, rows: int = 3000) -> tuple[pd.DataFrame, dict[str
         "schema": {
             "id": "ident",
             "min_rows": 1000,
+            "task": "binary",
             "label": {"column": "target", "classes": classes, "positive": classes[1]},
             "numeric": numeric,
             "categorical": categorical,
