@@ -1,8 +1,8 @@
 """evaluate: model + test split -> reports/metrics.json and reports/plots/*.json.
 
 Scores the held-out test rows through the full model artifact (raw features in, as in serving), then
-writes the task's metrics (mlops.metrics, by model.json `task`), the same metrics per business slice,
-and plot data for `dvc plots show|diff`:
+writes the task's metrics (mlops.metrics, by model.json `task`; `DIGITS` significant digits), the same
+metrics per business slice, and plot data for `dvc plots show|diff`:
 
 - binary: ROC AUC, PR AUC, F1, precision, recall, accuracy, log loss, ECE; plots roc, pr, confusion,
   calibration;
@@ -41,8 +41,26 @@ log = logging.getLogger(__name__)
 
 PLOTS = ("roc", "pr", "confusion", "calibration")
 """The binary task's plot files (multiclass: confusion, calibration, roc; regression: predicted, residuals)."""
+DIGITS = 9
+"""Significant digits of every metric in metrics.json. A metric is a sum over rows, and the order BLAS
+adds them in can follow the memory alignment of the arrays, which differs between processes and
+environments (the same numpy in the CI image and on a host gave slice log losses one last bit apart):
+9 digits keep every figure a report or a bound needs and make the file's bytes, and so dvc.lock, the
+same everywhere."""
+
 MISSING = "(missing)"
 """The slice key of null values in a categorical slice column."""
+
+
+def rounded(value: Any, digits: int = DIGITS) -> Any:
+    """`value` with every float rounded to `digits` significant digits (nested dicts and lists too)."""
+    if isinstance(value, float):
+        return float(f"{value:.{digits}g}")
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v, digits) for v in value]
+    return value
 
 
 def slice_keys(frame: pd.DataFrame, column: str, bins: list[float] | None) -> pd.Series:
@@ -240,6 +258,7 @@ def run(
         }
         classes, positive = labels.from_metadata(meta)
         plots = plot_data(y, p, model.threshold, classes, positive, params.calibration_bins)
+    result = rounded(result)
     files.write_json(metrics_path, result)
     for stale in plots_dir.glob("*.json") if plots_dir.is_dir() else ():
         if stale.stem not in plots:  # another task's plot files
