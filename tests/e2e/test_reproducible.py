@@ -50,6 +50,10 @@ def outputs(stage: str) -> list[str]:
 
 
 def md5(path: Path) -> str:
+    """A file's md5; for a directory out (reports/plots), the md5 of its files' names and md5s."""
+    if path.is_dir():
+        listing = "".join(f"{p.relative_to(path)} {md5(p)}\n" for p in sorted(path.rglob("*")) if p.is_file())
+        return hashlib.md5(listing.encode()).hexdigest()
     return hashlib.md5(path.read_bytes()).hexdigest()
 
 
