@@ -1,9 +1,10 @@
-"""labels: the one mapping between the label's class names and the model's 0/1 target.
+"""labels: the binary task's class <-> 0/1 helpers, and the encoded label column's name.
 
 `schema.label.positive` is the class the model scores (1); the other class of `schema.label.classes`
-is 0, whatever their order in params.yaml. featurize, train, evaluate, the gate, the pyfunc and the
-server all go through these functions, so a confusion matrix, a metric and a served label cannot
-disagree about which class is which.
+is 0, whatever their order in params.yaml. Every task's encoding (binary, multiclass, regression) is
+defined in `mlops.task.Task`, whose binary rules are these; evaluate's binary plots and the tests use
+the helpers here, so a confusion matrix, a metric and a served label cannot disagree about which class
+is which.
 """
 
 from __future__ import annotations

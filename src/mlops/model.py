@@ -133,9 +133,6 @@ class Head(nn.Module):
         return torch.sigmoid(out)
 
 
-Probability = Head  # the binary head's earlier name
-
-
 def head(net: nn.Module, meta: Mapping[str, Any]) -> Head:
     """The served function of `net` for the task in model.json `meta`."""
     kind = Task.from_metadata(dict(meta)).kind

@@ -81,8 +81,20 @@ def slice_scores(
 ) -> dict[str, dict[str, Any]]:
     """Per-slice metrics of the task; slices under `min_slice_rows` report only their size and target
     summary (positive rate, class shares or mean)."""
-    if task is not None and task.kind != "binary":
-        return _task_slices(frame, y, p, params, task)
+    bins = params.calibration_bins
+    if task is None or task.kind == "binary":
+
+        def score(ys: np.ndarray, ps: np.ndarray) -> dict[str, Any]:
+            return scores(ys, ps, threshold, bins)
+
+        def summary(ys: np.ndarray) -> dict[str, Any]:
+            return {"rows": int(len(ys)), "positive_rate": float(ys.mean())}
+    else:
+
+        def score(ys: np.ndarray, ps: np.ndarray) -> dict[str, Any]:
+            return task_scores(task, ys, ps, bins, params.top_k)
+
+        summary = task.target_summary
     out: dict[str, dict[str, Any]] = {}
     for spec in params.slices:
         name = spec.column if spec.bins is None else f"{spec.column}_band"
@@ -90,27 +102,8 @@ def slice_scores(
         out[name] = {}
         for key in sorted(set(keys)):
             mask = keys == key
-            if mask.sum() >= params.min_slice_rows:
-                out[name][key] = scores(y[mask], p[mask], threshold, params.calibration_bins)
-            else:
-                out[name][key] = {"rows": int(mask.sum()), "positive_rate": float(y[mask].mean())}
-    return out
-
-
-def _task_slices(
-    frame: pd.DataFrame, y: np.ndarray, p: np.ndarray, params: EvaluateParams, task: Task
-) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    for spec in params.slices:
-        name = spec.column if spec.bins is None else f"{spec.column}_band"
-        keys = slice_keys(frame, spec.column, spec.bins).to_numpy()
-        out[name] = {}
-        for key in sorted(set(keys)):
-            mask = keys == key
-            if mask.sum() >= params.min_slice_rows:
-                out[name][key] = task_scores(task, y[mask], p[mask], params.calibration_bins, params.top_k)
-            else:
-                out[name][key] = task.target_summary(y[mask])
+            big = mask.sum() >= params.min_slice_rows
+            out[name][key] = score(y[mask], p[mask]) if big else summary(y[mask])
     return out
 
 
